@@ -1,0 +1,108 @@
+"""The `raygrow` command. Thin: parse arguments, call the library, turn errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from raygrow.errors import RaygrowError
+
+log = logging.getLogger("raygrow")
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("plan", help="run config / plan YAML")
+    parser.add_argument("--name", help="run name (a directory under --storage); rerun a name to resume")
+    parser.add_argument("--storage", help="where runs and packed datasets live (default: the plan's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.workers=2 (repeatable)")
+
+
+def load(args: argparse.Namespace):
+    from raygrow.config import load_config
+
+    overrides = list(args.overrides)
+    if args.name:
+        overrides.append(f"name={args.name}")
+    if args.storage:
+        overrides.append(f"storage={args.storage}")
+    return load_config(args.plan, overrides)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from raygrow.driver import check
+
+    config = load(args)
+    check(config)
+    print(f"{args.plan}: ok ({config.total_steps} steps of {config.train.batch_tokens} tokens, "
+          f"{config.train.workers} worker(s), ZeRO-{config.train.zero_stage})")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from raygrow.data import prepare
+    from raygrow.driver import check, ensure_ray
+
+    config = load(args)
+    check(config)
+    ensure_ray()
+    manifest = prepare(config, show_progress=not args.quiet)
+    print(f"{manifest.train_rows} train rows, {manifest.val_rows} validation rows of "
+          f"{manifest.seq_len + 1} tokens from {manifest.documents} documents")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from raygrow.driver import train
+
+    config = load(args)
+    summary = train(config, show_progress=not args.quiet)
+    stage = summary["stages"][-1]
+    print(json.dumps({k: stage[k] for k in ("steps", "tokens", "final_train_loss", "final_val_loss",
+                                            "tokens_per_s")}))
+    print(f"run directory: {config.run_dir}" + ("" if summary["complete"] else " (stopped early)"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raygrow", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, handler, text in (("train", cmd_train, "train a model (resumes a run of the same name)"),
+                                ("prepare", cmd_prepare, "tokenize and pack the corpus once"),
+                                ("validate", cmd_validate, "check a config without running anything")):
+        sub = commands.add_parser(name, help=text)
+        _config_arguments(sub)
+        sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        sub.set_defaults(handler=handler)
+    try:
+        from raygrow.grow import cli as grow_cli
+    except ImportError:  # the grow package is optional for the other commands
+        grow_cli = None
+    if grow_cli is not None:
+        grow = commands.add_parser("grow", help="grow an exported model to a larger shape")
+        grow_cli.add_arguments(grow)
+        grow.set_defaults(handler=grow_cli.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    try:
+        return args.handler(args)
+    except RaygrowError as error:
+        print(f"raygrow: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("raygrow: interrupted; rerun with the same --name to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

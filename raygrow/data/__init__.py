@@ -1,0 +1,16 @@
+"""Data: corpus sources, tokenizers, the Ray Data prepare pipeline, exact stream positions.
+
+    check_sources(config.data)      # cheap, no Ray: fail early with one line
+    manifest = prepare(config)      # packed parquet shards + manifest.json (reused when present)
+    rows = PackedRows(dataset_dir(config), "train", shuffle_seed=config.data.shuffle_seed)
+    row_ids, tokens = rows.take(position, count)   # int32 [count, seq_len + 1]
+"""
+
+from raygrow.data.manifest import Manifest
+from raygrow.data.packed import PackedRows
+from raygrow.data.prepare import dataset_dir, prepare
+from raygrow.data.sources import check_sources
+from raygrow.data.tokenizer import Tokenizer, load_tokenizer
+
+__all__ = ["Manifest", "PackedRows", "Tokenizer", "check_sources", "dataset_dir", "load_tokenizer",
+           "prepare"]

@@ -1,0 +1,259 @@
+"""Corpus sources: which files a `data.source` names, and the documents inside each file.
+
+A source is "stdlib" (this Python's standard-library .py files), a file, a directory (its
+.txt/.jsonl/.parquet files, recursively) or a glob. Documents: a .txt (or stdlib .py) file is one
+document, a .jsonl line is one document (field `text_field`), a .parquet row is one document
+(column `text_field`). Files are always taken in sorted path order, so "the first N documents"
+and everything downstream are deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raygrow.config import DataConfig
+from raygrow.data import storage
+from raygrow.data.tokenizer import load_tokenizer
+from raygrow.errors import DataError
+
+STDLIB = "stdlib"
+KINDS = {".txt": "text", ".jsonl": "jsonl", ".parquet": "parquet"}
+SUPPORTED = ".txt, .jsonl or .parquet"
+PARQUET_BATCH_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str  # as the resolver names it (absolute for local files)
+    kind: str  # "text" (one document per file), "jsonl" or "parquet"
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Document:
+    text: str
+    replaced: bool  # undecodable bytes (or lone surrogates) were replaced with U+FFFD / "?"
+
+
+def resolve_source(source: str) -> list[SourceFile]:
+    """The files a source names, sorted by path. DataError if there are none."""
+    if source == STDLIB:
+        return _stdlib_files()
+    if any(char in source for char in storage.GLOB_CHARS):
+        return _glob_files(source)
+    entry = storage.info(source)
+    if entry.type == storage.FileType.NotFound:
+        raise DataError(f"data.source: {source} does not exist; give 'stdlib', a file, a directory "
+                        "or a glob")
+    if entry.type == storage.FileType.Directory:
+        files = _supported(storage.list_files(source), root=entry.path)
+        if not files:
+            raise DataError(f"data.source: directory {source} holds no {SUPPORTED} files; add some "
+                            "or point data.source elsewhere")
+        return files
+    kind = KINDS.get(os.path.splitext(entry.path)[1])
+    if kind is None:
+        raise DataError(f"data.source: {source} is not a {SUPPORTED} file; rename it or give its "
+                        "directory")
+    return [_source_file(entry, kind)]
+
+
+def _stdlib_files() -> list[SourceFile]:
+    root = sysconfig.get_paths()["stdlib"]
+    entries = []
+    for entry in storage.list_files(root, recursive=False):
+        if entry.type == storage.FileType.File:
+            entries.append(entry)
+        elif entry.base_name not in ("site-packages", "dist-packages"):  # third-party code: skip
+            entries.extend(storage.list_files(entry.path))
+    files = [_source_file(entry, "text") for entry in entries if entry.path.endswith(".py")]
+    files.sort(key=lambda file: file.path)
+    if not files:
+        raise DataError(f"data.source: stdlib: no .py files under {root}; this Python ships without "
+                        "its sources, so give a corpus path instead")
+    return files
+
+
+def _glob_files(pattern: str) -> list[SourceFile]:
+    files = []
+    for path in storage.glob(pattern):
+        entry = storage.info(path)
+        if entry.type == storage.FileType.Directory:
+            files.extend(_supported(storage.list_files(path), root=entry.path))
+        else:
+            files.extend(_supported([entry], root=os.path.dirname(entry.path)))
+    unique = {file.path: file for file in files}
+    if not unique:
+        raise DataError(f"data.source: glob {pattern} matches no {SUPPORTED} files; check the pattern")
+    return [unique[path] for path in sorted(unique)]
+
+
+def _supported(entries, root: str) -> list[SourceFile]:
+    """Entries with a supported suffix, skipping hidden files and folders (.git, .cache, ...)."""
+    files = []
+    for entry in entries:
+        hidden = any(part.startswith(".") for part in os.path.relpath(entry.path, root).split(os.sep))
+        kind = KINDS.get(os.path.splitext(entry.path)[1])
+        if kind and not hidden:
+            files.append(_source_file(entry, kind))
+    return files
+
+
+def _source_file(entry, kind: str) -> SourceFile:
+    return SourceFile(path=entry.path, kind=kind, size=entry.size, mtime_ns=entry.mtime_ns or 0)
+
+
+def known_records(file: SourceFile) -> int | None:
+    """How many documents a file holds when that is cheap to know (jsonl: unknown without reading)."""
+    if file.kind == "text":
+        return 1
+    if file.kind == "parquet":
+        return _parquet_file(file).metadata.num_rows
+    return None
+
+
+def first_files(files: list[SourceFile], max_documents: int | None) -> list[tuple[SourceFile, int | None]]:
+    """The files that can hold the first `max_documents` documents, each with a cap on how many of
+    its documents can be needed (None: no cap). Applied before any reading, so tiny runs stay tiny."""
+    if max_documents is None:
+        return [(file, None) for file in files]
+    chosen, known_before = [], 0
+    for file in files:
+        if known_before >= max_documents:
+            break
+        chosen.append((file, max_documents - known_before))
+        known_before += known_records(file) or 0  # jsonl counts 0: a lower bound keeps caps safe
+    return chosen
+
+
+def check_sources(config: DataConfig) -> None:
+    """Cheap checks before any cluster work: files exist and look right, the tokenizer loads.
+
+    Raises DataError with one line naming the path and what to do.
+    """
+    files = resolve_source(config.source)
+    if all(file.size == 0 for file in files):
+        raise DataError(f"data.source: {config.source}: every file is empty; add text")
+    for file, _ in first_files(files, config.max_documents):
+        if file.kind == "jsonl":
+            next(read_documents(file, config.text_field, limit=1), None)
+        elif file.kind == "parquet":
+            _parquet_text_column(file, config.text_field)
+    load_tokenizer(config.tokenizer)
+
+
+def read_documents(file: SourceFile, text_field: str, limit: int | None = None) -> Iterator[Document]:
+    """The documents of one file, in order, at most `limit`. Blank documents are yielded too (they
+    count towards max_documents); DataError names the file (and line) for malformed records."""
+    if limit is not None and limit <= 0:
+        return
+    if file.kind == "text":
+        yield _decode(_read(file))
+    elif file.kind == "jsonl":
+        yield from _jsonl_documents(file, text_field, limit)
+    else:
+        yield from _parquet_documents(file, text_field, limit)
+
+
+def _read(file: SourceFile) -> bytes:
+    try:
+        return storage.read_bytes(file.path)
+    except OSError as error:
+        raise _unreadable(file, error) from None
+
+
+def _lines(file: SourceFile) -> Iterator[bytes]:
+    try:
+        yield from storage.iter_lines(file.path)
+    except OSError as error:
+        raise _unreadable(file, error) from None
+
+
+def _unreadable(file: SourceFile, error: OSError) -> DataError:
+    return DataError(f"data.source: cannot read {file.path} ({error.strerror or error}); check "
+                     "its permissions")
+
+
+def _decode(data: bytes) -> Document:
+    try:
+        return Document(data.decode("utf-8"), replaced=False)
+    except UnicodeDecodeError:
+        return Document(data.decode("utf-8", errors="replace"), replaced=True)
+
+
+def _jsonl_documents(file: SourceFile, text_field: str, limit: int | None) -> Iterator[Document]:
+    produced = 0
+    for number, line in enumerate(_lines(file), start=1):
+        if not line.strip():
+            continue
+        decoded = _decode(line)
+        try:
+            record = json.loads(decoded.text)
+        except json.JSONDecodeError as error:
+            raise DataError(f"data.source: {file.path} line {number} is not valid JSON "
+                            f"({error.msg}); fix or remove the line") from None
+        if not isinstance(record, dict) or text_field not in record:
+            raise DataError(f"data.source: {file.path} line {number} has no field {text_field!r}; "
+                            "set data.text_field to the field holding the text")
+        text = record[text_field]
+        if text is not None and not isinstance(text, str):
+            raise DataError(f"data.source: {file.path} line {number}: field {text_field!r} is "
+                            f"{type(text).__name__}, not a string; set data.text_field")
+        yield _without_surrogates(text or "", decoded.replaced)
+        produced += 1
+        if limit is not None and produced >= limit:
+            return
+
+
+def _without_surrogates(text: str, replaced: bool) -> Document:
+    """JSON escapes can encode lone surrogates, which have no UTF-8 form; replace them."""
+    try:
+        text.encode("utf-8")
+        return Document(text, replaced)
+    except UnicodeEncodeError:
+        return Document(text.encode("utf-8", "replace").decode("utf-8"), replaced=True)
+
+
+def _parquet_file(file: SourceFile) -> pq.ParquetFile:
+    filesystem, local = storage.resolve(file.path)
+    try:
+        return pq.ParquetFile(filesystem.open_input_file(local))
+    except (OSError, pa.ArrowInvalid) as error:
+        raise DataError(f"data.source: {file.path} is not a readable parquet file ({error}); "
+                        "replace or remove it") from None
+
+
+def _parquet_text_column(file: SourceFile, text_field: str) -> pq.ParquetFile:
+    parquet = _parquet_file(file)
+    schema = parquet.schema_arrow
+    if text_field not in schema.names:
+        raise DataError(f"data.source: {file.path} has no column {text_field!r} (columns: "
+                        f"{', '.join(schema.names)}); set data.text_field")
+    kind = schema.field(text_field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind)):
+        raise DataError(f"data.source: {file.path} column {text_field!r} is {kind}, not text; set "
+                        "data.text_field")
+    return parquet
+
+
+def _parquet_documents(file: SourceFile, text_field: str, limit: int | None) -> Iterator[Document]:
+    parquet = _parquet_text_column(file, text_field)
+    produced = 0
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[text_field]):
+        for value in batch.column(0).to_pylist():
+            if isinstance(value, bytes):  # a binary column: decode like a text file
+                yield _decode(value)
+            else:  # arrow strings are valid UTF-8 already; null is a blank document
+                yield Document(value or "", replaced=False)
+            produced += 1
+            if limit is not None and produced >= limit:
+                return

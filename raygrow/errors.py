@@ -1,0 +1,26 @@
+"""The project's error types. Each message is one line a user can act on."""
+
+
+class RaygrowError(Exception):
+    """Any failure raygrow reports to the user as one line, without a traceback."""
+
+
+class ConfigError(RaygrowError):
+    """A config value is wrong. `field` is its dotted path, e.g. `train.zero_stage`."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+    def under(self, prefix: str) -> "ConfigError":
+        """The same error, with its field placed under `prefix` (a parent section)."""
+        return ConfigError(f"{prefix}.{self.field}" if self.field else prefix, self.message)
+
+
+class DataError(RaygrowError):
+    """A corpus, path or tokenizer cannot be used."""
+
+
+class CheckpointError(RaygrowError):
+    """A checkpoint is incomplete, truncated or tampered with."""

@@ -1,0 +1,175 @@
+"""`raygrow grow SRC_DIR --to layers=8,hidden=128,heads=8 --depth-op stack --width-op split --out DST_DIR`
+
+Grows a Hugging Face Llama export offline and writes another export that stock
+`AutoModelForCausalLM.from_pretrained` loads. Masked operators are refused here: their masks only
+make sense during a training ramp, and a model saved at m = 0 would not be a plain Llama.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
+
+from raygrow.config import Shape
+from raygrow.errors import ConfigError, RaygrowError
+from raygrow.grow.api import GrowthResult, grow
+from raygrow.grow.check import PRESERVATION_TOLERANCE, max_logit_difference
+from raygrow.grow.operators import OPERATORS
+from raygrow.grow.state import load_into_model, state_from_model
+from raygrow.model import NORM_EPS, ROPE_THETA, shape_of
+
+TARGET_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "max_positions")
+# Files passed through unchanged: the tokenizer and sampling defaults do not depend on the shape.
+PASSTHROUGH = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
+               "*.model", "chat_template*", "generation_config.json")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", metavar="SRC_DIR", help="Hugging Face Llama export (config.json + safetensors)")
+    parser.add_argument("--to", required=True, metavar="KEY=N,...",
+                        help=f"target shape; keys {', '.join(TARGET_KEYS)}; unnamed keys keep the source's "
+                             "(kv_heads keeps the query heads per kv head, ffn keeps its ratio to hidden)")
+    # masked stays among the choices so that it gets its own explanation instead of "invalid choice".
+    parser.add_argument("--depth-op", choices=list(OPERATORS["depth"]),
+                        help="how to add layers (needed when layers change; masked needs training)")
+    parser.add_argument("--width-op", choices=list(OPERATORS["width"]),
+                        help="how to widen hidden / ffn / heads (needed when any changes; masked needs training)")
+    parser.add_argument("--layer-order", metavar="I,J,...",
+                        help="stack only: the source layer of each target layer, e.g. 0,1,0,1")
+    parser.add_argument("--out", required=True, metavar="DST_DIR", help="new directory for the grown export")
+    parser.add_argument("--seed", type=int, default=0, help="seed for new weights and symmetry-breaking noise")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _grow_export(args)
+    except RaygrowError as error:
+        print(f"raygrow grow: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _grow_export(args: argparse.Namespace) -> int:
+    source_dir, out_dir = Path(args.src), Path(args.out)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConfigError("--out", f"{out_dir} already exists and is not empty: choose a new directory")
+    for flag, op in (("--depth-op", args.depth_op), ("--width-op", args.width_op)):
+        if op == "masked":
+            raise ConfigError(flag, "masked growth needs a training ramp (m: 0 -> 1); grow with it in a "
+                                    "training plan, or use zero for an offline function-preserving growth")
+    config = _read_config(source_dir)
+    source = shape_of(config)
+    target = parse_target(args.to, source)
+    order = _parse_order(args.layer_order)
+    model = AutoModelForCausalLM.from_pretrained(source_dir, dtype=torch.float32)
+    result = grow(state_from_model(model), source, target, config.vocab_size, args.depth_op, args.width_op,
+                  layer_order=order, seed=args.seed)
+    grown = load_into_model(result.state, target, config.vocab_size,
+                            bos_id=config.bos_token_id, eos_id=config.eos_token_id)
+    difference = max_logit_difference(model, grown, config.vocab_size, args.seed)
+    if result.function_preserving and not difference <= PRESERVATION_TOLERANCE:
+        raise RaygrowError(f"growth claims to preserve the function but logits differ by {difference:.3g} "
+                           f"(> {PRESERVATION_TOLERANCE}); nothing written")
+    _write_atomically(grown, source_dir, out_dir, _summary(args, source, result, difference))
+    _report(args, source, result, difference)
+    return 0
+
+
+def parse_target(text: str, source: Shape) -> Shape:
+    """`layers=8,hidden=128,...` over the source shape."""
+    values: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, number = item.partition("=")
+        if key not in TARGET_KEYS:
+            raise ConfigError("--to", f"unknown key {key!r} (known: {', '.join(TARGET_KEYS)})")
+        if not number.strip().isdigit():
+            raise ConfigError(f"--to {key}", f"must be a positive integer, got {number!r}")
+        values[key] = int(number)
+    hidden = values.get("hidden", source.hidden)
+    heads = values.get("heads", source.heads)
+    group = source.heads // source.kv_heads
+    defaults = {
+        "layers": source.layers, "hidden": hidden, "heads": heads,
+        "kv_heads": max(1, heads // group),
+        "ffn": math.ceil(source.ffn * hidden / source.hidden),
+        "max_positions": source.max_positions,
+    }
+    try:
+        return Shape(**{**defaults, **values}, vocab=source.vocab, tie_embeddings=source.tie_embeddings)
+    except ConfigError as error:
+        raise error.under("--to") from None
+
+
+def _read_config(source_dir: Path):
+    if not (source_dir / "config.json").is_file():
+        raise ConfigError("SRC_DIR", f"{source_dir} has no config.json: give a Hugging Face export directory")
+    config = AutoConfig.from_pretrained(source_dir)
+    where = f"{source_dir / 'config.json'}"
+    # grow rebuilds the model with raygrow's own Llama settings; a different one would change its function.
+    theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
+    checks = [("model_type", config.model_type, "llama"), ("rms_norm_eps", config.rms_norm_eps, NORM_EPS),
+              ("rope_theta", theta, ROPE_THETA), ("hidden_act", config.hidden_act, "silu"),
+              ("attention_bias", config.attention_bias, False), ("mlp_bias", config.mlp_bias, False)]
+    for name, found, wanted in checks:
+        if found != wanted:
+            raise ConfigError(where, f"{name} is {found!r}; raygrow grows Llama models with {name} {wanted!r}")
+    return config
+
+
+def _parse_order(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError("--layer-order", f"must be comma-separated layer numbers, got {text!r}") from None
+
+
+def _write_atomically(model: LlamaForCausalLM, source_dir: Path, out_dir: Path, summary: dict) -> None:
+    """Write into a temporary sibling directory and rename it into place: all or nothing."""
+    out_dir = out_dir.absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        model.save_pretrained(temporary, safe_serialization=True)
+        for pattern in PASSTHROUGH:
+            for path in source_dir.glob(pattern):
+                if path.is_file():
+                    shutil.copy2(path, temporary / path.name)
+        (temporary / "growth.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, checked before: replaced by the finished directory
+        os.replace(temporary, out_dir)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _summary(args: argparse.Namespace, source: Shape, result: GrowthResult, difference: float) -> dict:
+    return {
+        "source": str(args.src), "source_shape": dataclasses.asdict(source), "target_shape": dataclasses.asdict(result.shape),
+        "depth_op": args.depth_op, "width_op": args.width_op, "seed": args.seed,
+        "function_preserving": result.function_preserving, "max_logit_difference": difference,
+        "optimizer_policy": result.optimizer_policy, "lr_policy": result.lr_policy,
+    }
+
+
+def _short(shape: Shape) -> str:
+    return f"layers={shape.layers},hidden={shape.hidden},heads={shape.heads},kv_heads={shape.kv_heads},ffn={shape.ffn}"
+
+
+def _report(args: argparse.Namespace, source: Shape, result: GrowthResult, difference: float) -> None:
+    verdict = "yes" if result.function_preserving else "no"
+    print(f"grew {args.src} -> {args.out}")
+    print(f"  shape: {_short(source)} -> {_short(result.shape)}")
+    print(f"  operators: depth {args.depth_op or '-'}, width {args.width_op or '-'}")
+    print(f"  function-preserving: {verdict} (max |logit difference| on random input: {difference:.3g})")
+    print(f"  when training on: optimizer {result.optimizer_policy}, learning rate {result.lr_policy}")

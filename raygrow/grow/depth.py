@@ -1,0 +1,79 @@
+"""Depth growth: which source block each target block copies, or a new block.
+
+- stack (G_stack): target block i copies source block order[i]; default order 0..L-1 repeated.
+- interleave: each block repeated in place (0,0,1,1,...).
+- zero: new identity blocks (zeroed o_proj and down_proj) spread between the source blocks.
+- masked (MSG): new random blocks at the same places, behind h <- m·Block(h) + (1-m)·h.
+Embeddings, the final norm and the LM head are not touched here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from raygrow.config import Shape
+from raygrow.grow.state import BLOCK_TENSORS, LAYER_PREFIX, TrainState, layer_key, param_shapes
+from raygrow.grow.width import INIT_STD
+
+# Zeroing the two projections that write into the residual stream makes a block an identity that
+# still learns; zeroing a norm instead would also zero every gradient behind it (LLaMA-Pro).
+IDENTITY_ZEROED = ("self_attn.o_proj.weight", "mlp.down_proj.weight")
+
+
+def default_stack_order(source_layers: int, target_layers: int) -> list[int]:
+    """The whole block sequence repeated (G_stack); the caller checks that it divides."""
+    return list(range(source_layers)) * (target_layers // source_layers)
+
+
+def layer_sources(op: str, source_layers: int, target_layers: int,
+                  layer_order: list[int] | None) -> list[int | None]:
+    """For each target block, the source block it copies (None: a new block)."""
+    if op == "stack":
+        return list(layer_order) if layer_order is not None else default_stack_order(source_layers, target_layers)
+    if op == "interleave":
+        repeats = target_layers // source_layers
+        return [layer for layer in range(source_layers) for _ in range(repeats)]
+    # zero / masked: source block j keeps the place floor(j·L'/L), so new blocks spread evenly
+    # (one group of new blocks after each source block for an integer multiple).
+    sources: list[int | None] = [None] * target_layers
+    for layer in range(source_layers):
+        sources[layer * target_layers // source_layers] = layer
+    return sources
+
+
+def grow_depth(state: TrainState, sources: list[int | None], shape: Shape, vocab: int, op: str,
+               policy: str, generator: torch.Generator) -> TrainState:
+    """`state` (at the width of `shape`) with its blocks rearranged as `sources` says."""
+    grown = TrainState(params=_outside_blocks(state.params), exp_avg=_outside_blocks(state.exp_avg),
+                       exp_avg_sq=_outside_blocks(state.exp_avg_sq), step=state.step)
+    sizes = param_shapes(shape, vocab)
+    carried: set[int] = set()
+    for target, source in enumerate(sources):
+        for tensor in BLOCK_TENSORS:
+            key = layer_key(target, tensor)
+            if source is None:
+                grown.params[key] = _new_block_tensor(tensor, sizes[key], op, generator)
+            else:
+                grown.params[key] = state.params[layer_key(source, tensor)].clone()
+            # Moments: a new block starts from zero; "carry" gives a source block's moments to its
+            # first copy only, "transform" to every copy (each copy is that block, moments and all).
+            keep = source is not None and (policy == "transform" or source not in carried)
+            for moments, grown_moments in ((state.exp_avg, grown.exp_avg), (state.exp_avg_sq, grown.exp_avg_sq)):
+                if moments:
+                    grown_moments[key] = moments[layer_key(source, tensor)].clone() if keep \
+                        else torch.zeros(sizes[key])
+        if source is not None:
+            carried.add(source)
+    return grown
+
+
+def _outside_blocks(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: value for name, value in tensors.items() if not name.startswith(LAYER_PREFIX)}
+
+
+def _new_block_tensor(tensor: str, size: tuple[int, ...], op: str, generator: torch.Generator) -> torch.Tensor:
+    if tensor.endswith("layernorm.weight"):
+        return torch.ones(size)
+    if op == "zero" and tensor in IDENTITY_ZEROED:
+        return torch.zeros(size)
+    return torch.randn(size, generator=generator) * INIT_STD

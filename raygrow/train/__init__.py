@@ -1,0 +1,1 @@
+"""The per-worker training loop: DeepSpeed engine, steps, metrics, checkpoint save/load."""

@@ -1,0 +1,135 @@
+"""Checkpoints: full training state in safetensors plus JSON, verified before any load.
+
+A checkpoint directory holds
+  model.safetensors      full fp32 parameters by Hugging Face name (world-size independent)
+  optimizer.safetensors  AdamW moments as `exp_avg/<name>` and `exp_avg_sq/<name>`
+  state.json             step, stream position, counters
+  complete.json          written last: size and sha256 of every other file
+A directory without a matching `complete.json` is incomplete (a crash during save or upload) or
+tampered with, and is never loaded. Nothing is unpickled: safetensors and JSON only. Because the
+state is full and keyed by name, a run resumes at any worker count and ZeRO stage, and growth
+reads the same files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from raygrow.errors import CheckpointError
+
+log = logging.getLogger("raygrow")
+
+MARKER = "complete.json"
+DIR_PATTERN = re.compile(r"^checkpoint_(\d+)$")
+MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+@dataclass
+class FullState:
+    """Everything a run needs to continue: parameters, AdamW moments, counters."""
+
+    params: dict[str, torch.Tensor]
+    exp_avg: dict[str, torch.Tensor] = field(default_factory=dict)
+    exp_avg_sq: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # step, rows_consumed, tokens, flops, ...
+
+
+def dir_name(step: int) -> str:
+    return f"checkpoint_{step:08d}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fault(point: str) -> None:
+    """Test hook: RAYGROW_FAULT=<point> kills this process at that point, like a crash would."""
+    if os.environ.get("RAYGROW_FAULT") == point:
+        log.error("RAYGROW_FAULT=%s: crashing on purpose", point)
+        os._exit(17)
+
+
+def save(directory: str | Path, state: FullState) -> None:
+    """Write `state` into `directory`; the completion marker goes last."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({name: t.contiguous() for name, t in state.params.items()}, directory / "model.safetensors")
+    _fault(f"save_after_model:{state.meta.get('step')}")
+    moments = {f"{key}/{name}": t.contiguous()
+               for key in MOMENTS for name, t in getattr(state, key).items()}
+    save_file(moments, directory / "optimizer.safetensors")
+    (directory / "state.json").write_text(json.dumps(state.meta, indent=1, sort_keys=True))
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(directory.iterdir()) if p.name != MARKER}
+    tmp = directory / (MARKER + ".tmp")
+    tmp.write_text(json.dumps({"files": files}, indent=1))
+    os.replace(tmp, directory / MARKER)
+
+
+def verify(directory: str | Path) -> None:
+    """Raise CheckpointError unless every file matches the completion marker."""
+    directory = Path(directory)
+    marker = directory / MARKER
+    if not marker.is_file():
+        raise CheckpointError(f"{directory}: incomplete checkpoint (no {MARKER})")
+    try:
+        files = json.loads(marker.read_text())["files"]
+    except (ValueError, KeyError):
+        raise CheckpointError(f"{marker}: unreadable completion marker") from None
+    for name, expected in files.items():
+        path = directory / name
+        if not path.is_file() or path.stat().st_size != expected["bytes"]:
+            raise CheckpointError(f"{path}: missing or truncated")
+        if _sha256(path) != expected["sha256"]:
+            raise CheckpointError(f"{path}: contents changed since the checkpoint was written")
+
+
+def load(directory: str | Path) -> FullState:
+    """Verify, then read a checkpoint (safetensors and JSON only; nothing is unpickled)."""
+    directory = Path(directory)
+    verify(directory)
+    moments = load_file(directory / "optimizer.safetensors")
+    state = FullState(params=load_file(directory / "model.safetensors"),
+                      meta=json.loads((directory / "state.json").read_text()))
+    for key in MOMENTS:
+        prefix = f"{key}/"
+        getattr(state, key).update({n[len(prefix):]: t for n, t in moments.items() if n.startswith(prefix)})
+    return state
+
+
+def candidates(run_dir: str | Path) -> list[Path]:
+    """Checkpoint directories of a run, newest step first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := DIR_PATTERN.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def latest_valid(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint that verifies; broken ones are reported and skipped, never loaded."""
+    found = candidates(run_dir)
+    for path in found:
+        try:
+            verify(path)
+            return path
+        except CheckpointError as error:
+            log.warning("skipping checkpoint: %s", error)
+    if found:
+        raise CheckpointError(f"{run_dir}: no checkpoint verifies ({len(found)} found, all broken); "
+                              "refusing to start over silently — move them aside to start fresh")
+    return None

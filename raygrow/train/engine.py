@@ -1,0 +1,143 @@
+"""The DeepSpeed engine of one worker, and moving full (gathered) state in and out of it.
+
+Ray Train has already created the process group (gloo on CPU, NCCL on GPU); DeepSpeed reuses it.
+Full state goes through DeepSpeed's tensor-fragment API (`safe_get_full_*` / `safe_set_full_*`),
+which is the same for ZeRO 1, 2 and 3; under ZeRO-3 those calls are collectives, so every rank
+walks the parameters in the same order. ZeRO stage 0 has no fragments: the torch optimizer's own
+state is used directly.
+"""
+
+from __future__ import annotations
+
+import deepspeed
+import torch
+from deepspeed.utils import (
+    safe_get_full_fp32_param,
+    safe_get_full_optimizer_state,
+    safe_set_full_fp32_param,
+    safe_set_full_optimizer_state,
+)
+
+from raygrow.config import RunConfig
+from raygrow.train.checkpoint import MOMENTS, FullState
+
+
+def deepspeed_config(config: RunConfig) -> dict:
+    train = config.train
+    return {
+        "train_micro_batch_size_per_gpu": train.micro_batch,
+        "gradient_accumulation_steps": config.grad_accum,
+        "train_batch_size": config.batch_rows,
+        "gradient_clipping": train.grad_clip,
+        "zero_optimization": {"stage": train.zero_stage},
+        "bf16": {"enabled": train.precision == "bf16"},
+        # AdamW is torch's own: it runs on CPU and GPU alike and its state is plain tensors.
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+def build_engine(model: torch.nn.Module, config: RunConfig):
+    train = config.train
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # norms: no weight decay
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=train.lr, betas=(train.beta1, train.beta2), eps=1e-8, foreach=False)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(config))
+    init_optimizer_state(engine)
+    return engine
+
+
+def base_optimizer(engine) -> torch.optim.Optimizer:
+    """The torch AdamW underneath DeepSpeed's ZeRO wrapper (or the optimizer itself at stage 0)."""
+    return getattr(engine.optimizer, "optimizer", engine.optimizer)
+
+
+def _zero(engine) -> bool:
+    return engine.zero_optimization_stage() > 0 or engine.bfloat16_enabled()
+
+
+def set_lr(engine, lr: float) -> None:
+    for group in base_optimizer(engine).param_groups:
+        group["lr"] = lr
+
+
+def gather_full_state(engine) -> FullState:
+    """Full fp32 parameters and AdamW moments by HF name, on every rank (collective under ZeRO-3)."""
+    state = FullState(params={})
+    optimizer = base_optimizer(engine)
+    for name, param in engine.module.named_parameters():
+        if _zero(engine):
+            state.params[name] = safe_get_full_fp32_param(param).detach().cpu().clone()
+            for key in MOMENTS:
+                moment = safe_get_full_optimizer_state(param, key)
+                if moment is not None:
+                    getattr(state, key)[name] = moment.detach().cpu().clone()
+        else:
+            state.params[name] = param.detach().float().cpu().clone()
+            for key in MOMENTS:
+                if key in optimizer.state.get(param, {}):
+                    getattr(state, key)[name] = optimizer.state[param][key].detach().cpu().clone()
+    return state
+
+
+def optimizer_step_count(engine) -> int:
+    states = base_optimizer(engine).state.values()
+    return max((int(s["step"]) for s in states if "step" in s), default=0)
+
+
+def _materialise_optimizer_state(engine, step: int) -> None:
+    """AdamW creates its state on the first step; take one step at lr 0 with zero gradients
+    (which leaves the parameters bit-identical) so that saved moments have somewhere to go."""
+    optimizer = base_optimizer(engine)
+    saved_lr = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+        for param in group["params"]:
+            param.grad = torch.zeros_like(param)
+    optimizer.step()
+    for group, lr in zip(optimizer.param_groups, saved_lr):
+        group["lr"] = lr
+        for param in group["params"]:
+            param.grad = None
+    for param_state in optimizer.state.values():
+        param_state["step"] = torch.tensor(float(step), dtype=param_state["step"].dtype)
+
+
+def init_optimizer_state(engine, step: int = 0) -> None:
+    """Create AdamW state for every parameter now, not lazily at the first step.
+
+    DeepSpeed's ZeRO-1/2 optimizer links its per-parameter state views once, after the first
+    step of the *first* param group, when the other groups have no state yet; their moments are
+    then unreachable through `safe_get_full_optimizer_state`. Creating the state up front and
+    relinking avoids that, and gives loaded moments somewhere to go.
+    """
+    _materialise_optimizer_state(engine, step)
+    zero_optimizer = engine.optimizer
+    if hasattr(zero_optimizer, "_hp_optimizer_states_linked"):
+        zero_optimizer._hp_optimizer_states_linked = False
+        zero_optimizer._lazy_init_hp_params_optimizer_state()
+
+
+def load_full_state(engine, state: FullState, optimizer_step: int) -> None:
+    """Put full parameters (and moments, when present) into an engine fresh from `build_engine`."""
+    names = [name for name, _ in engine.module.named_parameters()]
+    missing = sorted(set(names) - set(state.params))
+    if missing:
+        raise ValueError(f"checkpoint lacks parameters {missing[:3]}…")
+    if _zero(engine):
+        for name, param in engine.module.named_parameters():
+            safe_set_full_fp32_param(param, state.params[name])
+    init_optimizer_state(engine, optimizer_step)
+    optimizer = base_optimizer(engine)
+    for name, param in engine.module.named_parameters():
+        for key in MOMENTS:
+            if name not in getattr(state, key):  # no moments (e.g. a reset after growth): stay zero
+                continue
+            value = getattr(state, key)[name]
+            if _zero(engine):
+                safe_set_full_optimizer_state(param, value, key)
+            else:
+                optimizer.state[param][key].copy_(value)

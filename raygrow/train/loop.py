@@ -1,0 +1,223 @@
+"""The loop each Ray Train worker runs: resume, train, validate, checkpoint.
+
+Data position (DESIGN.md invariant 1): the run is a stream of packed rows addressed by a global
+position. Optimizer step g consumes positions [p_g, p_g + B), where B is the global batch in rows,
+and rank r takes the r-th of `world` equal slices. `rows_consumed` (the next position) is saved in
+every checkpoint, so a resumed or resized run continues exactly where the checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from raygrow.config import RunConfig, from_dict
+from raygrow.data import Manifest, PackedRows
+from raygrow.model import build_model, flops_per_token
+from raygrow.train import checkpoint
+from raygrow.train.engine import build_engine, gather_full_state, load_full_state, optimizer_step_count, set_lr
+from raygrow.train.metrics import device_peak
+from raygrow.train.schedule import lr_at
+
+log = logging.getLogger("raygrow")
+
+
+@dataclass
+class Progress:
+    """Counters that survive restarts: saved in every checkpoint's state.json."""
+
+    step: int = 0  # optimizer steps done
+    rows_consumed: int = 0  # next global stream position
+    tokens: int = 0  # training tokens seen (inputs, excluding the shifted label token)
+    flops: float = 0.0  # cumulative training FLOPs
+
+
+class Worker:
+    """One data-parallel rank."""
+
+    def __init__(self, loop_config: dict):
+        self.config: RunConfig = from_dict(RunConfig, loop_config["config"])
+        self.run_dir = Path(loop_config["run_dir"])
+        self.sink = loop_config.get("sink")
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device()
+        torch.set_num_threads(loop_config["threads"])
+        if loop_config.get("fault"):  # test hook, see checkpoint._fault
+            os.environ["RAYGROW_FAULT"] = loop_config["fault"]
+        if self.config.train.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        manifest = Manifest.load(loop_config["dataset_dir"])
+        self.vocab = self.config.model.vocab or manifest.vocab_size
+        self.train_rows = PackedRows(loop_config["dataset_dir"], "train", self.config.data.shuffle_seed)
+        self.val_rows = PackedRows(loop_config["dataset_dir"], "val", None)
+        self.flops_per_token = flops_per_token(self.config.model, self.vocab, self.config.data.seq_len)
+        self.progress = Progress()
+        self.engine = self._build(manifest)
+        self.device_name, self.peak = device_peak()
+
+    def _build(self, manifest: Manifest):
+        model = build_model(self.config.model, self.vocab, self.config.train.seed, eos_id=manifest.eos_id)
+        resume_from = checkpoint.latest_valid(self.run_dir)
+        state = checkpoint.load(resume_from) if resume_from else None
+        if state is not None:
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, param in params.items():
+                    param.copy_(state.params[name])
+        engine = build_engine(model.to(self.device), self.config)
+        if state is not None:
+            load_full_state(engine, state, state.meta["optimizer_step"])
+            self.progress = Progress(**{k: state.meta[k] for k in Progress.__dataclass_fields__})
+            self.emit({"event": "resume", "step": self.progress.step, "checkpoint": resume_from.name})
+        return engine
+
+    # ---- one step ---------------------------------------------------------------------------
+
+    def _rank_slice(self, start: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        per_rank = rows // self.world
+        row_ids, tokens = self.train_rows.take(start + self.rank * per_rank, per_rank)
+        return torch.from_numpy(row_ids), torch.from_numpy(tokens).long()
+
+    def _loss(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = tokens.to(self.device)
+        logits = self.engine(input_ids=tokens[:, :-1]).logits
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
+
+    def train_step(self) -> dict:
+        config = self.config
+        lr = lr_at(self.progress.step, config.total_steps, config.train)
+        set_lr(self.engine, lr)
+        waited = time.perf_counter()
+        row_ids, tokens = self._rank_slice(self.progress.rows_consumed, config.batch_rows)
+        waited = time.perf_counter() - waited
+        losses = []
+        for micro in tokens.split(config.train.micro_batch):
+            loss = self._loss(micro)
+            self.engine.backward(loss)
+            if self.engine.is_gradient_accumulation_boundary() and config.train.zero_stage == 0:
+                grad_norm = _grad_norm(self.engine.module)
+            self.engine.step()
+            losses.append(loss.item())
+        if config.train.zero_stage > 0 or self.engine.bfloat16_enabled():
+            grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
+        if config.train.log_rows:
+            self._log_rows(row_ids)
+        step_tokens = config.batch_rows * config.data.seq_len
+        self.progress.step += 1
+        self.progress.rows_consumed += config.batch_rows
+        self.progress.tokens += step_tokens
+        self.progress.flops += float(self.flops_per_token * step_tokens)
+        return {"loss": sum(losses) / len(losses), "lr": lr, "grad_norm": grad_norm, "data_wait_s": waited}
+
+    def _log_rows(self, row_ids: torch.Tensor) -> None:
+        rows_dir = self.run_dir / "rows"
+        rows_dir.mkdir(parents=True, exist_ok=True)
+        with open(rows_dir / f"rank-{self.rank}.jsonl", "a") as handle:
+            handle.write(json.dumps({"step": self.progress.step, "rows": row_ids.tolist()}) + "\n")
+
+    # ---- evaluation, checkpoints, metrics ---------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean loss over the first `val_rows` validation rows, split across ranks."""
+        total = min(self.config.train.val_rows, self.val_rows.num_rows)
+        per_rank = -(-total // self.world)
+        start = min(self.rank * per_rank, total)
+        count = min(per_rank, total - start)
+        loss_sum = torch.zeros(2, dtype=torch.float64)
+        if count > 0:
+            _, tokens = self.val_rows.take(start, count)
+            for micro in torch.from_numpy(tokens).long().split(self.config.train.micro_batch):
+                loss_sum[0] += self._loss(micro).item() * len(micro)
+                loss_sum[1] += len(micro)
+        # Every rank takes part in each forward under ZeRO-3, so all ranks must run the same count.
+        _all_reduce(loss_sum)
+        return float(loss_sum[0] / loss_sum[1])
+
+    def save_checkpoint(self, metrics: dict) -> None:
+        state = gather_full_state(self.engine)  # collective: every rank
+        state.meta = {**self.progress.__dict__, "optimizer_step": optimizer_step_count(self.engine),
+                      "world_size": self.world, "zero_stage": self.config.train.zero_stage,
+                      "shape": self.config.model.__dict__, "vocab": self.vocab}
+        with tempfile.TemporaryDirectory(prefix="raygrow-ckpt-") as tmp:
+            saved = None
+            if self.rank == 0:
+                checkpoint.save(tmp, state)
+                saved = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=saved,
+                             checkpoint_dir_name=checkpoint.dir_name(self.progress.step))
+
+    def summarise(self, window: "Window") -> dict:
+        """Loss averaged over ranks and steps, throughput and MFU for a log line."""
+        loss = torch.tensor([window.loss_sum / window.steps], dtype=torch.float64)
+        _all_reduce(loss)
+        tokens_per_s = window.steps * self.config.batch_rows * self.config.data.seq_len / window.seconds
+        return {"loss": float(loss) / self.world, "tokens_per_s": tokens_per_s,
+                "mfu": self.flops_per_token * tokens_per_s / self.world / self.peak,
+                "data_wait_frac": window.data_wait_s / window.seconds, "device": self.device_name}
+
+    def emit(self, record: dict) -> None:
+        if self.rank == 0 and self.sink is not None:
+            self.sink.push.remote(record)
+
+
+def _all_reduce(tensor: torch.Tensor) -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+
+
+def _grad_norm(module: torch.nn.Module) -> float:
+    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.stack(norms).norm()) if norms else 0.0
+
+
+@dataclass
+class Window:
+    """Training-only time and loss since the last log line (validation and saves excluded)."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    data_wait_s: float = 0.0
+    loss_sum: float = 0.0
+
+    def add(self, result: dict, seconds: float) -> None:
+        self.steps += 1
+        self.seconds += seconds
+        self.data_wait_s += result["data_wait_s"]
+        self.loss_sum += result["loss"]
+
+
+def train_fn(loop_config: dict) -> None:
+    """Ray Train's `train_loop_per_worker`."""
+    worker = Worker(loop_config)
+    config = worker.config
+    stop_at = min(config.total_steps, config.train.stop_after or config.total_steps)
+    window = Window()
+    while worker.progress.step < stop_at:
+        started = time.perf_counter()
+        result = worker.train_step()
+        window.add(result, time.perf_counter() - started)
+        step, last = worker.progress.step, worker.progress.step == stop_at
+        record = {"step": step, "lr": result["lr"], "grad_norm": result["grad_norm"],
+                  "tokens": worker.progress.tokens, "flops": worker.progress.flops}
+        if step % config.train.log_every == 0 or last:
+            record.update(worker.summarise(window))
+            window = Window()
+        if step % config.train.val_every == 0 or last:
+            record["val_loss"] = worker.validate()
+        worker.emit(record)
+        if step % config.checkpoint.every_steps == 0 or last:
+            worker.save_checkpoint(record)

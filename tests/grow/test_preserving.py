@@ -1,0 +1,58 @@
+"""Every function-preserving operator (masked ones at m = 0) keeps the logits, on real HF models."""
+
+from __future__ import annotations
+
+import pytest
+
+from raygrow.grow import PRESERVATION_TOLERANCE, grow, load_into_model, max_logit_difference
+
+SMALL = dict(layers=2, hidden=16, heads=4, kv_heads=2, ffn=24)
+# (id, target shape fields, depth op, width op)
+CASES = [
+    ("depth-zero", dict(layers=5), "zero", None),
+    ("depth-masked", dict(layers=4), "masked", None),
+    ("split-ffn-uneven", dict(ffn=37), None, "split"),
+    ("split-hidden-x2", dict(hidden=32, heads=8, kv_heads=4, ffn=48), None, "split"),
+    ("split-hidden-x3-gqa-groups", dict(hidden=48, heads=12, kv_heads=4, ffn=40), None, "split"),
+    ("hyperclone-x2", dict(hidden=32, heads=8, kv_heads=4, ffn=48), None, "hyperclone"),
+    ("hyperclone-x2-kv-fixed", dict(hidden=32, heads=8, kv_heads=2, ffn=72), None, "hyperclone"),
+    ("zero-width-uneven", dict(hidden=24, heads=6, kv_heads=2, ffn=30), None, "zero"),
+    ("masked-width-uneven", dict(hidden=24, heads=6, kv_heads=2, ffn=30), None, "masked"),
+    ("zero+zero", dict(layers=8, hidden=32, heads=8, kv_heads=2, ffn=50), "zero", "zero"),
+    ("zero+split", dict(layers=8, hidden=32, heads=8, kv_heads=4, ffn=50), "zero", "split"),
+    ("masked+hyperclone", dict(layers=8, hidden=32, heads=8, kv_heads=4, ffn=48), "masked", "hyperclone"),
+    ("masked+masked", dict(layers=3, hidden=24, heads=6, kv_heads=3, ffn=30), "masked", "masked"),
+    ("masked+zero", dict(layers=4, hidden=24, heads=6, kv_heads=2, ffn=30), "masked", "zero"),
+]
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("target_fields, depth_op, width_op", [case[1:] for case in CASES],
+                         ids=[case[0] for case in CASES])
+def test_preserving_growth_keeps_logits(kit, target_fields, depth_op, width_op, tied):
+    source, target = kit.shape(tie_embeddings=tied), kit.shape(**target_fields, tie_embeddings=tied)
+    state = kit.state(source)
+    result = grow(state, source, target, kit.vocab, depth_op, width_op)
+    assert result.function_preserving
+    difference = max_logit_difference(load_into_model(state, source, kit.vocab), kit.model(result), kit.vocab)
+    print(f"max |logit diff| {depth_op}/{width_op} tied={tied}: {difference:.2e}")
+    assert difference <= PRESERVATION_TOLERANCE
+
+
+def test_uneven_hidden_split_is_declared_not_preserving(kit):
+    """RMSNorm over [x; some copies of x] has another mean square: a small, measured drift."""
+    source, target = kit.shape(), kit.shape(hidden=24, heads=6, kv_heads=3, ffn=36)
+    state = kit.state(source)
+    result = grow(state, source, target, kit.vocab, None, "split")
+    assert not result.function_preserving
+    drift = max_logit_difference(load_into_model(state, source, kit.vocab), kit.model(result), kit.vocab)
+    print(f"uneven hidden split drift: {drift:.2e}")
+    assert drift > PRESERVATION_TOLERANCE  # the claim is honest: it really is not exact
+
+
+@pytest.mark.parametrize("depth_op", ["stack", "interleave"])
+def test_copying_depth_is_declared_not_preserving(kit, depth_op):
+    source, target = kit.shape(), kit.shape(layers=4)
+    result = grow(kit.state(source), source, target, kit.vocab, depth_op, None)
+    assert not result.function_preserving
+    assert (result.optimizer_policy, result.lr_policy) == ("reset", "restart")
