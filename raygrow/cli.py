@@ -78,14 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
         _config_arguments(sub)
         sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         sub.set_defaults(handler=handler)
-    try:
-        from raygrow.grow import cli as grow_cli
-    except ImportError:  # the grow package is optional for the other commands
-        grow_cli = None
-    if grow_cli is not None:
-        grow = commands.add_parser("grow", help="grow an exported model to a larger shape")
-        grow_cli.add_arguments(grow)
-        grow.set_defaults(handler=grow_cli.run)
+    from raygrow.grow import cli as grow_cli
+    from raygrow.plan import cli as plan_cli
+
+    for name, module, text in (("grow", grow_cli, "grow an exported model to a larger shape"),
+                               ("plan", plan_cli, "FLOPs, GPU-hours and cost of a plan vs. training from scratch")):
+        sub = commands.add_parser(name, help=text)
+        module.add_arguments(sub)
+        sub.set_defaults(handler=module.run)
     return parser
 
 

@@ -147,11 +147,96 @@ class CheckpointConfig:
         _require(self.keep >= 1, "keep", f"must be ≥ 1, got {self.keep}")
 
 
+DEPTH_OPS = ("stack", "interleave", "zero", "masked")
+WIDTH_OPS = ("split", "hyperclone", "zero", "masked")
+OPTIMIZER_POLICIES = ("reset", "carry", "transform")
+LR_POLICIES = ("restart", "rewind", "continue")
+
+
+@dataclass
+class GrowthConfig:
+    """How a stage's model is made from the previous stage's (see DESIGN.md, growth operators)."""
+
+    depth_op: str | None = None  # stack | interleave | zero | masked; None: layers unchanged
+    width_op: str | None = None  # split | hyperclone | zero | masked; None: widths unchanged
+    optimizer: str | None = None  # reset | carry | transform; None = the operator's default
+    lr: str | None = None  # restart | rewind | continue; None = the operator's recommendation
+    layer_order: list[int] | None = None  # stack: the source layer of each target layer
+    ramp_steps: int = 100  # masked ops: optimizer steps for the mask to rise from 0 to 1
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("depth_op", DEPTH_OPS), ("width_op", WIDTH_OPS),
+                              ("optimizer", OPTIMIZER_POLICIES), ("lr", LR_POLICIES)):
+            value = getattr(self, name)
+            _require(value is None or value in allowed, name,
+                     f"must be one of {', '.join(allowed)}, got {value!r}")
+        _require(self.ramp_steps >= 1, "ramp_steps", f"must be ≥ 1, got {self.ramp_steps}")
+
+
+@dataclass
+class WorkerRange:
+    """Elastic worker count: Ray Train runs with as many as fit, between min and max."""
+
+    min: int
+    max: int
+
+    def __post_init__(self) -> None:
+        _require(self.min >= 1, "min", f"must be ≥ 1, got {self.min}")
+        _require(self.max >= self.min, "max", f"must be ≥ min ({self.min}), got {self.max}")
+
+
+@dataclass
+class StageConfig:
+    """One stage of a growth plan: a shape trained for a number of tokens."""
+
+    tokens: int  # training tokens in this stage
+    shape: Shape | None = None  # the model of this stage
+    params: float | None = None  # planning only: a parameter count instead of a shape (e.g. 16e9)
+    workers: int | WorkerRange | None = None  # None = train.workers
+    zero_stage: int | None = None  # None = train.zero_stage
+    growth: GrowthConfig | None = None  # how this stage's model comes from the previous one
+
+    def __post_init__(self) -> None:
+        _require(self.tokens >= 1, "tokens", f"must be ≥ 1, got {self.tokens}")
+        _require((self.shape is None) != (self.params is None), "shape",
+                 "give either a shape or params (a parameter count, for planning only)")
+        _require(self.params is None or self.params >= 1, "params", f"must be ≥ 1, got {self.params}")
+        _require(not isinstance(self.workers, int) or self.workers >= 1, "workers",
+                 f"must be ≥ 1, got {self.workers}")
+        _require(self.zero_stage is None or 0 <= self.zero_stage <= 3, "zero_stage",
+                 f"must be 0..3, got {self.zero_stage}")
+
+
+GROWN_DIMENSIONS = ("layers", "hidden", "heads", "kv_heads", "ffn")
+
+
+def _check_transition(index: int, before: StageConfig, after: StageConfig) -> None:
+    """Stage `index` must grow (never shrink) stage index-1 and say how."""
+    where = f"stages[{index}]"
+    if after.growth is None:
+        raise ConfigError(f"{where}.growth", "required for every stage after the first")
+    if before.shape is None or after.shape is None:
+        return
+    for name in GROWN_DIMENSIONS:
+        old, new = getattr(before.shape, name), getattr(after.shape, name)
+        _require(new >= old, f"{where}.shape.{name}",
+                 f"must be ≥ {old} (stage {index - 1}'s); growth never shrinks, got {new}")
+    _require(after.shape.tie_embeddings == before.shape.tie_embeddings, f"{where}.shape.tie_embeddings",
+             "must match the previous stage")
+    depth_changes = after.shape.layers != before.shape.layers
+    width_changes = any(getattr(after.shape, n) != getattr(before.shape, n) for n in GROWN_DIMENSIONS[1:])
+    _require(not depth_changes or after.growth.depth_op is not None, f"{where}.growth.depth_op",
+             f"layers grow {before.shape.layers} → {after.shape.layers}: name a depth operator")
+    _require(not width_changes or after.growth.width_op is not None, f"{where}.growth.width_op",
+             "widths grow: name a width operator")
+
+
 @dataclass
 class RunConfig:
-    """A whole run: one YAML file."""
+    """A whole run: one YAML file. Either one `model` trained for `train.tokens`, or `stages`."""
 
-    model: Shape
+    model: Shape | None = None  # single-stage runs
+    stages: list[StageConfig] = field(default_factory=list)  # growth plans (replaces `model`)
     name: str = "run"  # run directory name under storage; rerunning the same name resumes
     storage: str = "./runs"  # where run directories and packed datasets live
     data: DataConfig = field(default_factory=DataConfig)
@@ -161,17 +246,50 @@ class RunConfig:
     def __post_init__(self) -> None:
         _require(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name",
                  f"must be a plain directory name, got {self.name!r}")
-        _require(self.data.seq_len <= self.model.max_positions, "data.seq_len",
-                 f"{self.data.seq_len} is over model.max_positions ({self.model.max_positions})")
-        rows = self.batch_rows
+        _require((self.model is None) != (not self.stages), "model",
+                 "give either model (one stage) or stages (a growth plan)")
         _require(self.train.batch_tokens % self.data.seq_len == 0, "train.batch_tokens",
                  f"must be a multiple of data.seq_len ({self.data.seq_len}), got {self.train.batch_tokens}")
-        per_step = self.train.workers * self.train.micro_batch
-        _require(rows % per_step == 0, "train.micro_batch",
-                 f"{rows} rows per step must split evenly over {self.train.workers} workers × "
-                 f"micro_batch {self.train.micro_batch}")
-        _require(self.total_steps >= 1, "train.tokens",
-                 f"{self.train.tokens} is less than one batch ({self.train.batch_tokens} tokens)")
+        if self.stages:
+            _require(self.stages[0].growth is None, "stages[0].growth", "the first stage has nothing to grow from")
+            for index in range(1, len(self.stages)):
+                _check_transition(index, self.stages[index - 1], self.stages[index])
+        for index, stage in enumerate(self.plan_stages):
+            self._check_stage(f"stages[{index}]." if self.stages else "", stage)
+
+    def _check_stage(self, where: str, stage: StageConfig) -> None:
+        if stage.shape is not None:
+            _require(self.data.seq_len <= stage.shape.max_positions, "data.seq_len",
+                     f"{self.data.seq_len} is over {where or 'model.'}max_positions ({stage.shape.max_positions})")
+        low, high = self.worker_range(stage)
+        for workers in range(low, high + 1):
+            _require(self.batch_rows % (workers * self.train.micro_batch) == 0, "train.micro_batch",
+                     f"{self.batch_rows} rows per step must split evenly over {workers} workers × "
+                     f"micro_batch {self.train.micro_batch}")
+        _require(stage.tokens >= self.train.batch_tokens, f"{where}tokens" if where else "train.tokens",
+                 f"{stage.tokens} is less than one batch ({self.train.batch_tokens} tokens)")
+
+    @property
+    def plan_stages(self) -> list[StageConfig]:
+        """The stages of this run; a single-stage run is one stage of `model` for `train.tokens`."""
+        if self.stages:
+            return self.stages
+        return [StageConfig(tokens=self.train.tokens, shape=self.model, workers=self.train.workers,
+                            zero_stage=self.train.zero_stage)]
+
+    def worker_range(self, stage: StageConfig) -> tuple[int, int]:
+        workers = self.train.workers if stage.workers is None else stage.workers
+        return (workers.min, workers.max) if isinstance(workers, WorkerRange) else (workers, workers)
+
+    def stage_config(self, index: int) -> "RunConfig":
+        """Stage `index` as a single-stage run `<run_dir>/stage-<index>` (the coordinator trains these)."""
+        stage = self.plan_stages[index]
+        zero_stage = self.train.zero_stage if stage.zero_stage is None else stage.zero_stage
+        train = dataclasses.replace(self.train, tokens=stage.tokens, workers=self.worker_range(stage)[1],
+                                    zero_stage=zero_stage)
+        data = dataclasses.replace(self.data, cache_dir=self.dataset_root)
+        return dataclasses.replace(self, model=stage.shape, stages=[], name=f"stage-{index}",
+                                   storage=self.run_dir, train=train, data=data)
 
     @property
     def batch_rows(self) -> int:
@@ -182,9 +300,9 @@ class RunConfig:
     def total_steps(self) -> int:
         return self.train.tokens // self.train.batch_tokens
 
-    @property
-    def grad_accum(self) -> int:
-        return self.batch_rows // (self.train.workers * self.train.micro_batch)
+    def grad_accum(self, workers: int) -> int:
+        """Micro-steps per optimizer step at `workers` data-parallel ranks (the batch is fixed)."""
+        return self.batch_rows // (workers * self.train.micro_batch)
 
     @property
     def run_dir(self) -> str:
@@ -213,8 +331,19 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
             try:
                 return _coerce(value, option, name)
             except ConfigError as error:
-                errors.append(error)
+                # A mapping was meant for the dataclass option: its error is the useful one.
+                errors.insert(0 if isinstance(value, dict) and dataclasses.is_dataclass(option) else len(errors), error)
         raise errors[0]
+    if origin is list:
+        _require(isinstance(value, list), name, f"must be a list, got {value!r}")
+        (item_hint,) = typing.get_args(hint)
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_coerce(item, item_hint, ""))
+            except ConfigError as error:
+                raise error.under(f"[{index}]") from None
+        return items
     if origin is Literal:
         allowed = typing.get_args(hint)
         _require(value in allowed, name, f"must be one of {', '.join(map(str, allowed))}, got {value!r}")
@@ -269,17 +398,28 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """Apply one `a.b=c` override to a raw config dict; the value is parsed as YAML."""
+    """Apply one `a.b=c` override to a raw config dict (`stages.1.tokens=…` indexes a list);
+    the value is parsed as YAML."""
     if "=" not in assignment:
         raise ConfigError(assignment, "override must look like section.key=value")
     path, text = assignment.split("=", 1)
     keys = path.strip().split(".")
-    node = raw
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
+    node: Any = raw
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        value = yaml.safe_load(text) if text.strip() else None
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(path, f"no list item {key!r} (the list has {len(node)})")
+            key = int(key)
+        elif not isinstance(node, dict):
             raise ConfigError(path, "cannot set a key inside a non-mapping value")
-    node[keys[-1]] = yaml.safe_load(text) if text.strip() else None
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and node.get(key) is None:
+                node[key] = {}
+            node = node[key]
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:

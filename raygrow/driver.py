@@ -26,7 +26,6 @@ from raygrow.export import export_checkpoint
 from raygrow.model import param_counts
 from raygrow.report import plot_run
 from raygrow.train import checkpoint
-from raygrow.train.loop import train_fn
 from raygrow.train.metrics import MetricsSink
 
 log = logging.getLogger("raygrow")
@@ -101,7 +100,14 @@ class MetricsLog:
 def _fit_with_progress(trainer: TorchTrainer, sink, metrics: MetricsLog, total_steps: int,
                        show_progress: bool):
     outcome: dict = {}
-    thread = threading.Thread(target=lambda: outcome.update(result=trainer.fit()), daemon=True)
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except Exception as error:  # noqa: BLE001 - reported to the user as one line below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=fit, daemon=True)
     thread.start()
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not show_progress)
     while thread.is_alive() or bar.n < total_steps:
@@ -118,7 +124,9 @@ def _fit_with_progress(trainer: TorchTrainer, sink, metrics: MetricsLog, total_s
         if not thread.is_alive():
             break
     bar.close()
-    return outcome.get("result")
+    if "error" in outcome:
+        raise RaygrowError(f"training failed: {_first_line(outcome['error'])}")
+    return outcome["result"]
 
 
 def summarise(config: RunConfig, manifest: Manifest, records: list[dict], wall_s: float) -> dict:
@@ -150,6 +158,8 @@ def train(config: RunConfig, show_progress: bool = True) -> dict:
     if config.model.vocab is not None and config.model.vocab < manifest.vocab_size:
         raise ConfigError("model.vocab", f"{config.model.vocab} is smaller than the tokenizer's "
                           f"{manifest.vocab_size} tokens; raise it or leave it unset")
+    from raygrow.train.loop import train_fn  # imports DeepSpeed: only once a run really starts
+
     resources, use_gpu, threads = worker_resources(config)
     run_dir = Path(config.run_dir).resolve()
     checkpoint.latest_valid(run_dir)  # refuse a run whose checkpoints are all broken, up front
@@ -168,8 +178,8 @@ def train(config: RunConfig, show_progress: bool = True) -> dict:
     )
     metrics = MetricsLog(run_dir)
     result = _fit_with_progress(trainer, sink, metrics, config.total_steps, show_progress)
-    if result is None or result.error is not None:
-        raise RaygrowError(f"training failed: {_first_line(getattr(result, 'error', None))}")
+    if result.error is not None:
+        raise RaygrowError(f"training failed: {_first_line(result.error)}")
     summary = summarise(config, manifest, metrics.records(), time.time() - started)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     plot_run(metrics.records(), run_dir / "report.png", title=config.name)
@@ -178,9 +188,8 @@ def train(config: RunConfig, show_progress: bool = True) -> dict:
     return summary
 
 
-def _first_line(error: BaseException | None) -> str:
-    if error is None:
-        return "no result (see the Ray logs)"
+def _first_line(error: BaseException) -> str:
+    """The last line of a worker's error: the exception itself, without its traceback."""
     text = str(error).strip() or type(error).__name__
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__

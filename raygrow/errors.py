@@ -15,7 +15,10 @@ class ConfigError(RaygrowError):
 
     def under(self, prefix: str) -> "ConfigError":
         """The same error, with its field placed under `prefix` (a parent section)."""
-        return ConfigError(f"{prefix}.{self.field}" if self.field else prefix, self.message)
+        if not self.field:
+            return ConfigError(prefix, self.message)
+        joiner = "" if self.field.startswith("[") else "."
+        return ConfigError(f"{prefix}{joiner}{self.field}", self.message)
 
 
 class DataError(RaygrowError):

@@ -39,7 +39,8 @@ def tiny_config(tmp_path_factory, dataset_cache):
         raw = {
             "name": name,
             "storage": storage or storage_root,
-            "data": {"source": "stdlib", "seq_len": 32, "max_documents": 40, "cache_dir": dataset_cache,
+            "data": {"source": "stdlib", "seq_len": 32, "max_documents": 60, "val_fraction": 0.1,
+                     "cache_dir": dataset_cache,
                      "rows_per_shard": 512},
             "model": {"layers": 2, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64},
             "train": {"tokens": 6 * 512, "batch_tokens": 512, "micro_batch": 4, "workers": 1,

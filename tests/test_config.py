@@ -23,7 +23,8 @@ def test_defaults_and_derived_values():
     assert config.model.kv_heads == 4
     assert config.model.ffn == 176  # 8/3·64 = 170.7, rounded up to a multiple of 8
     assert config.batch_rows == config.train.batch_tokens // config.data.seq_len
-    assert config.grad_accum == config.batch_rows // config.train.micro_batch
+    assert config.grad_accum(1) == config.batch_rows // config.train.micro_batch
+    assert config.plan_stages[0].shape == config.model and config.plan_stages[0].tokens == config.train.tokens
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -38,7 +39,7 @@ def test_defaults_and_derived_values():
     ({**BASE, "train": {"precision": "fp8"}}, "train.precision: must be one of fp32, bf16"),
     ({**BASE, "train": {"micro_batch": 7}}, "train.micro_batch:"),
     ({**BASE, "train": {"tokens": 10}}, "train.tokens: 10 is less than one batch"),
-    ({}, "model: is required"),
+    ({}, "model: give either model (one stage) or stages"),
 ])
 def test_bad_values_name_the_field(raw, message):
     text = refuse(raw)
@@ -76,4 +77,20 @@ def test_missing_and_malformed_files(tmp_path):
 @pytest.mark.parametrize("plan", sorted((REPO / "jobs" / "plans").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_plan_parses(plan):
     config = load_config(plan)
-    assert config.total_steps >= 1
+    assert all(stage.tokens >= config.train.batch_tokens for stage in config.plan_stages)
+
+
+def test_growth_plans_name_the_stage_and_field():
+    plan = REPO / "jobs" / "plans" / "grow_tiny.yaml"
+    config = load_config(plan, ["stages.1.tokens=1000000"])
+    assert config.stages[1].tokens == 1_000_000 and config.stages[1].workers.max == 2
+    for override, message in [
+        ("stages.1.shape.layers=1", "stages[1].shape.layers: must be ≥ 2 (stage 0's)"),
+        ("stages.1.growth.depth_op=grow", "stages[1].growth.depth_op: must be one of stack"),
+        ("stages.1.workers.min=0", "stages[1].workers.min: must be ≥ 1, got 0"),
+        ("stages.1.tokens=0", "stages[1].tokens: must be ≥ 1, got 0"),
+        ("stages.1.growth.depth_op=null", "stages[1].growth.depth_op: layers grow 2 → 8"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            load_config(plan, [override])
+        assert str(caught.value).startswith(message), str(caught.value)

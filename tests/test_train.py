@@ -129,3 +129,22 @@ def test_zero3_two_workers(tiny_config, ray_local):
                            show_progress=False)
     assert summary["complete"] and summary["stages"][0]["zero_stage"] == 3
     assert summary["stages"][0]["final_val_loss"] < 6.0  # below uniform over 258 tokens (ln 258 ≈ 5.55 + slack)
+
+
+def test_grow_cli_on_a_real_export(reference, tmp_path):
+    """`raygrow grow` turns a trained export into a bigger model stock transformers loads."""
+    from transformers import AutoModelForCausalLM
+
+    from raygrow.cli import main
+
+    config, _ = reference
+    out = tmp_path / "grown"
+    code = main(["grow", str(Path(config.run_dir) / "export"), "--to", "layers=4,hidden=64,heads=8,ffn=128",
+                 "--depth-op", "zero", "--width-op", "hyperclone", "--out", str(out)])
+    assert code == 0
+    small = AutoModelForCausalLM.from_pretrained(Path(config.run_dir) / "export")
+    grown = AutoModelForCausalLM.from_pretrained(out)
+    assert (grown.config.num_hidden_layers, grown.config.hidden_size) == (4, 64)
+    ids = torch.randint(0, small.config.vocab_size, (2, 16))
+    with torch.no_grad():
+        assert (grown(input_ids=ids).logits - small(input_ids=ids).logits).abs().max() <= 1e-4

@@ -8,7 +8,7 @@
 
 from raygrow.data.manifest import Manifest
 from raygrow.data.packed import PackedRows
-from raygrow.data.prepare import dataset_dir, prepare
+from raygrow.data.pipeline import dataset_dir, prepare
 from raygrow.data.sources import check_sources
 from raygrow.data.tokenizer import Tokenizer, load_tokenizer
 

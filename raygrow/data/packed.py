@@ -121,13 +121,16 @@ class PackedRows:
         self._shards, self._shard_rows = manifest.shards(split)
         self._shard_starts = np.concatenate([[0], np.cumsum(self._shard_rows)]).astype(np.int64)
         self.num_rows = int(self._shard_starts[-1])
+        if self.num_rows == 0:
+            raise DataError(f"{directory} has no {split} rows; prepare the data again with more text")
         self._loaded: dict[int, np.ndarray] = {}
         self._orders: dict[int, np.ndarray] = {}
 
     def take(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows at stream positions start .. start+count-1: (row ids int64[count], tokens int32[count, seq_len+1]).
+        """The rows at stream positions start .. start+count-1.
 
-        A row id is the row's index in file order, stable across epochs and processes.
+        Returns (row ids int64[count], tokens int32[count, seq_len + 1]); a row id is the row's
+        index in file order, stable across epochs and processes.
         """
         if start < 0 or count < 0:
             raise ValueError(f"start and count must be ≥ 0, got start={start}, count={count}")

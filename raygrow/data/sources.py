@@ -45,6 +45,13 @@ class Document:
 
 def resolve_source(source: str) -> list[SourceFile]:
     """The files a source names, sorted by path. DataError if there are none."""
+    try:
+        return _resolve(source)
+    except OSError as error:  # e.g. a folder without read permission
+        raise DataError(f"data.source: cannot list {source} ({error}); check its permissions") from None
+
+
+def _resolve(source: str) -> list[SourceFile]:
     if source == STDLIB:
         return _stdlib_files()
     if any(char in source for char in storage.GLOB_CHARS):

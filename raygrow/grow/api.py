@@ -47,6 +47,7 @@ def grow(state: TrainState, source: Shape, target: Shape, vocab: int, depth_op: 
     """
     check_growth(source, target, vocab, depth_op, width_op, optimizer, layer_order)
     check_state(state, source, vocab)
+    state = _on_cpu_in_fp32(state)
     generator = torch.Generator().manual_seed(seed)
     mid = dataclasses.replace(target, layers=source.layers)  # target width, source depth
     plan = plan_width(source, mid, width_op, generator) if _width_changes(source, target) else None
@@ -63,7 +64,7 @@ def grow(state: TrainState, source: Shape, target: Shape, vocab: int, depth_op: 
 
     preserving = all(op.function_preserving for op in active) and (plan is None or plan.exact)
     log.info("grew %s -> %s (depth %s, width %s): function-preserving %s, optimizer %s",
-             source, target, depth_op, width_op, preserving, policy)
+             shape_text(source), shape_text(target), depth_op, width_op, preserving, policy)
     return GrowthResult(state=grown, shape=target, function_preserving=preserving, optimizer_policy=policy,
                         lr_policy=combined_lr(active), masks=_mask_spec(active, plan, sources))
 
@@ -85,7 +86,7 @@ def check_growth(source: Shape, target: Shape, vocab: int, depth_op: str | None,
         _require(after >= before, name, f"cannot shrink from {before} to {after}")
     if _width_changes(source, target):
         _require(width_op is not None, "width_op",
-                 f"the width changes ({_describe(source)} -> {_describe(target)}): choose one of "
+                 f"the width changes ({shape_text(source)} -> {shape_text(target)}): choose one of "
                  f"{', '.join(OPERATORS['width'])}")
         _check_width(source, target, width_op)
     if target.layers != source.layers:
@@ -142,8 +143,9 @@ def _width_changes(source: Shape, target: Shape) -> bool:
     return any(getattr(source, name) != getattr(target, name) for name in WIDTH_FIELDS)
 
 
-def _describe(shape: Shape) -> str:
-    return f"hidden={shape.hidden},heads={shape.heads},kv_heads={shape.kv_heads},ffn={shape.ffn}"
+def shape_text(shape: Shape) -> str:
+    """The grown fields of a shape, as `--to` takes them."""
+    return ",".join(f"{name}={getattr(shape, name)}" for name in GROWN_FIELDS)
 
 
 def _active_operators(depth_op: str | None, width_op: str | None, plan: WidthPlan | None,
@@ -168,6 +170,13 @@ def _mask_spec(active: list[Operator], plan: WidthPlan | None, sources: list[int
         new = {name: plan.units[name].is_new.nonzero().flatten().tolist() for name in ("hidden", "ffn", "heads")}
         spec.hidden, spec.ffn, spec.heads = new["hidden"], new["ffn"], new["heads"]
     return spec
+
+
+def _on_cpu_in_fp32(state: TrainState) -> TrainState:
+    """Growth math runs on the CPU in fp32; tensors already there are not copied."""
+    def convert(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: value.detach().to("cpu", torch.float32) for name, value in tensors.items()}
+    return TrainState(convert(state.params), convert(state.exp_avg), convert(state.exp_avg_sq), state.step)
 
 
 def _in_model_order(state: TrainState, shape: Shape, vocab: int) -> TrainState:

@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 
 from raygrow.config import Shape
 from raygrow.errors import ConfigError, RaygrowError
-from raygrow.grow.api import GrowthResult, grow
+from raygrow.grow.api import GrowthResult, check_growth, grow, shape_text
 from raygrow.grow.check import PRESERVATION_TOLERANCE, max_logit_difference
 from raygrow.grow.operators import OPERATORS
 from raygrow.grow.state import load_into_model, state_from_model
@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", metavar="SRC_DIR", help="Hugging Face Llama export (config.json + safetensors)")
     parser.add_argument("--to", required=True, metavar="KEY=N,...",
                         help=f"target shape; keys {', '.join(TARGET_KEYS)}; unnamed keys keep the source's "
-                             "(kv_heads keeps the query heads per kv head, ffn keeps its ratio to hidden)")
+                             "(heads follow hidden to keep head_dim, kv_heads keeps the query heads per kv head, "
+                             "ffn keeps its ratio to hidden)")
     # masked stays among the choices so that it gets its own explanation instead of "invalid choice".
     parser.add_argument("--depth-op", choices=list(OPERATORS["depth"]),
                         help="how to add layers (needed when layers change; masked needs training)")
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _grow_export(args)
     except RaygrowError as error:
-        print(f"raygrow grow: error: {error}", file=sys.stderr)
+        print(f"raygrow: error: {error}", file=sys.stderr)  # the main CLI's format
         return 2
 
 
@@ -69,7 +70,8 @@ def _grow_export(args: argparse.Namespace) -> int:
     source = shape_of(config)
     target = parse_target(args.to, source)
     order = _parse_order(args.layer_order)
-    model = AutoModelForCausalLM.from_pretrained(source_dir, dtype=torch.float32)
+    check_growth(source, target, config.vocab_size, args.depth_op, args.width_op, layer_order=order)
+    model = _load_model(source_dir)
     result = grow(state_from_model(model), source, target, config.vocab_size, args.depth_op, args.width_op,
                   layer_order=order, seed=args.seed)
     grown = load_into_model(result.state, target, config.vocab_size,
@@ -94,7 +96,8 @@ def parse_target(text: str, source: Shape) -> Shape:
             raise ConfigError(f"--to {key}", f"must be a positive integer, got {number!r}")
         values[key] = int(number)
     hidden = values.get("hidden", source.hidden)
-    heads = values.get("heads", source.heads)
+    # Width growth keeps head_dim (see raygrow.grow.width), so a new hidden size implies the heads.
+    heads = values.get("heads", hidden // source.head_dim if hidden % source.head_dim == 0 else source.heads)
     group = source.heads // source.kv_heads
     defaults = {
         "layers": source.layers, "hidden": hidden, "heads": heads,
@@ -122,6 +125,14 @@ def _read_config(source_dir: Path):
         if found != wanted:
             raise ConfigError(where, f"{name} is {found!r}; raygrow grows Llama models with {name} {wanted!r}")
     return config
+
+
+def _load_model(source_dir: Path) -> LlamaForCausalLM:
+    try:
+        return AutoModelForCausalLM.from_pretrained(source_dir, dtype=torch.float32)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError("SRC_DIR", f"cannot load the model in {source_dir}: {first_line}") from None
 
 
 def _parse_order(text: str | None) -> list[int] | None:
@@ -155,21 +166,18 @@ def _write_atomically(model: LlamaForCausalLM, source_dir: Path, out_dir: Path, 
 
 def _summary(args: argparse.Namespace, source: Shape, result: GrowthResult, difference: float) -> dict:
     return {
-        "source": str(args.src), "source_shape": dataclasses.asdict(source), "target_shape": dataclasses.asdict(result.shape),
+        "source": str(args.src),
+        "source_shape": dataclasses.asdict(source), "target_shape": dataclasses.asdict(result.shape),
         "depth_op": args.depth_op, "width_op": args.width_op, "seed": args.seed,
         "function_preserving": result.function_preserving, "max_logit_difference": difference,
         "optimizer_policy": result.optimizer_policy, "lr_policy": result.lr_policy,
     }
 
 
-def _short(shape: Shape) -> str:
-    return f"layers={shape.layers},hidden={shape.hidden},heads={shape.heads},kv_heads={shape.kv_heads},ffn={shape.ffn}"
-
-
 def _report(args: argparse.Namespace, source: Shape, result: GrowthResult, difference: float) -> None:
     verdict = "yes" if result.function_preserving else "no"
     print(f"grew {args.src} -> {args.out}")
-    print(f"  shape: {_short(source)} -> {_short(result.shape)}")
+    print(f"  shape: {shape_text(source)} -> {shape_text(result.shape)}")
     print(f"  operators: depth {args.depth_op or '-'}, width {args.width_op or '-'}")
     print(f"  function-preserving: {verdict} (max |logit difference| on random input: {difference:.3g})")
     print(f"  when training on: optimizer {result.optimizer_policy}, learning rate {result.lr_policy}")

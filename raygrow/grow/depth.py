@@ -47,23 +47,20 @@ def grow_depth(state: TrainState, sources: list[int | None], shape: Shape, vocab
     grown = TrainState(params=_outside_blocks(state.params), exp_avg=_outside_blocks(state.exp_avg),
                        exp_avg_sq=_outside_blocks(state.exp_avg_sq), step=state.step)
     sizes = param_shapes(shape, vocab)
-    carried: set[int] = set()
+    carried: set[int | None] = set()
     for target, source in enumerate(sources):
+        # Moments: a new block starts from zero; "carry" gives a source block's moments to its
+        # first copy only, "transform" to every copy (each copy is that block, moments and all).
+        moments_from = source if policy == "transform" or source not in carried else None
+        carried.add(source)
         for tensor in BLOCK_TENSORS:
             key = layer_key(target, tensor)
-            if source is None:
-                grown.params[key] = _new_block_tensor(tensor, sizes[key], op, generator)
-            else:
-                grown.params[key] = state.params[layer_key(source, tensor)].clone()
-            # Moments: a new block starts from zero; "carry" gives a source block's moments to its
-            # first copy only, "transform" to every copy (each copy is that block, moments and all).
-            keep = source is not None and (policy == "transform" or source not in carried)
-            for moments, grown_moments in ((state.exp_avg, grown.exp_avg), (state.exp_avg_sq, grown.exp_avg_sq)):
-                if moments:
-                    grown_moments[key] = moments[layer_key(source, tensor)].clone() if keep \
-                        else torch.zeros(sizes[key])
-        if source is not None:
-            carried.add(source)
+            grown.params[key] = _new_block_tensor(tensor, sizes[key], op, generator) if source is None \
+                else state.params[layer_key(source, tensor)].clone()
+            for old, new in ((state.exp_avg, grown.exp_avg), (state.exp_avg_sq, grown.exp_avg_sq)):
+                if old:
+                    new[key] = torch.zeros(sizes[key]) if moments_from is None \
+                        else old[layer_key(moments_from, tensor)].clone()
     return grown
 
 

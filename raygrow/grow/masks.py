@@ -7,7 +7,11 @@ only and never read weights, so they also work under ZeRO-3, where weights exist
 a module's own forward.
 
 At m = 1 every hook returns its input unchanged, so `fold` (which removes them) changes no logit
-by even one bit.
+by even one bit. A training loop uses them like this:
+
+    handle = apply_masks(model, result.masks)  # m = 0: exactly the source model's function
+    set_mask_value(handle, mask_value(steps_since_growth, ramp_steps))  # before every step
+    fold(model)  # once m = 1; until then a checkpoint stores MaskSpec.to_dict() and the ramp position
 """
 
 from __future__ import annotations
@@ -148,7 +152,11 @@ def _fade_block(handle: MaskHandle):
 
 
 def _mask_inputs(handle: MaskHandle, module: nn.Module, flags: torch.Tensor) -> None:
-    """New units' activations × m on their way into `module` (down_proj: FFN; o_proj: heads)."""
+    """New units' activations × m on their way into `module` (down_proj: FFN; o_proj: heads).
+
+    MSG scales a new head's Q/K/V by m; scaling the head's output instead is linear in m like the
+    FFN mask and has the same end points (m=0: the head adds nothing; m=1: the plain head).
+    """
     _add_buffer(handle, module, NEW_INPUTS, flags)
 
     def hook(module, args):

@@ -43,10 +43,6 @@ class TrainState:
     exp_avg_sq: dict[str, torch.Tensor] = field(default_factory=dict)  # AdamW second moments
     step: int = 0  # optimizer steps taken
 
-    @property
-    def has_moments(self) -> bool:
-        return bool(self.exp_avg) or bool(self.exp_avg_sq)
-
 
 def layer_key(layer: int, tensor: str) -> str:
     return f"{LAYER_PREFIX}{layer}.{tensor}"

@@ -9,6 +9,7 @@ parameters and both Adam moments go through the same code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -23,11 +24,11 @@ class UnitMap:
     def size(self) -> int:
         return self.source.numel()
 
-    @property
+    @cached_property
     def is_new(self) -> torch.Tensor:
         return self.source == NEW
 
-    @property
+    @cached_property
     def copies(self) -> torch.Tensor:
         """For each target unit, how many target units hold its source unit (1 for a new unit).
 
@@ -37,16 +38,13 @@ class UnitMap:
         counts = torch.zeros(self.size, dtype=torch.long).index_add_(0, held, torch.ones_like(held))
         return torch.where(self.is_new, 1, counts[self.source.clamp(min=0)])
 
-    @property
+    @cached_property
     def is_original(self) -> torch.Tensor:
         """True at the first target unit holding each source unit: where carried moments go."""
-        first = torch.zeros(self.size, dtype=torch.bool)
-        seen: set[int] = set()
-        for position, unit in enumerate(self.source.tolist()):
-            if unit != NEW and unit not in seen:
-                seen.add(unit)
-                first[position] = True
-        return first
+        positions = torch.arange(self.size)
+        first = torch.full((self.size,), self.size).scatter_reduce(
+            0, self.source.clamp(min=0), torch.where(self.is_new, self.size, positions), reduce="amin")
+        return ~self.is_new & (first[self.source.clamp(min=0)] == positions)
 
     def per_dimension(self, width: int) -> "UnitMap":
         """The map over a head's `width` coordinates each, from a map over whole heads."""

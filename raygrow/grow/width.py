@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -83,10 +84,11 @@ class WidthPlan:
         copies = self.units["hidden"].copies
         return self.op not in ("split", "hyperclone") or bool((copies == copies[0]).all())
 
-    def axis_map(self, dimension: str) -> UnitMap:
-        if dimension in ("heads", "kv_heads"):
-            return self.units[dimension].per_dimension(self.head_dim)
-        return self.units[dimension]
+    @cached_property
+    def axis_maps(self) -> dict[str, UnitMap]:
+        """Maps over tensor coordinates: heads expand to head_dim coordinates each."""
+        return {name: unit_map.per_dimension(self.head_dim) if name in ("heads", "kv_heads") else unit_map
+                for name, unit_map in self.units.items()}
 
 
 def plan_width(source: Shape, target: Shape, op: str, generator: torch.Generator) -> WidthPlan:
@@ -128,7 +130,7 @@ class _TensorGrowth:
         for axis, spec in enumerate(specs):
             if spec is not None:
                 dimension, role = spec
-                self.axes.append((axis, dimension, role, plan.axis_map(dimension)))
+                self.axes.append((axis, dimension, role, plan.axis_maps[dimension]))
         self.final_norm_tied = name == FINAL_NORM and plan.tied
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -142,15 +144,19 @@ class _TensorGrowth:
     def scale(self) -> torch.Tensor:
         """The factor on each copied value (broadcastable to the grown tensor)."""
         total = torch.ones([1] * self.ndim)
-        s = self.plan.residual_scale
         for axis, _, role, unit_map in self.axes:
-            factor = {OUT: torch.ones(unit_map.size), READ: 1.0 / unit_map.copies,
-                      WRITE: torch.full((unit_map.size,), s), NORM: torch.full((unit_map.size,), 1 / s)}[role]
-            if self.final_norm_tied:
-                # The tied head reads s-scaled copied embeddings: the final norm undoes both factors.
-                factor = factor / (s * unit_map.copies)
-            total = total * self.broadcast(factor.float(), axis)
+            total = total * self.broadcast(self.axis_factor(role, unit_map), axis)
         return total
+
+    def axis_factor(self, role: str, unit_map: UnitMap) -> torch.Tensor:
+        s = self.plan.residual_scale
+        factor = {READ: 1.0 / unit_map.copies.float(), WRITE: torch.full((unit_map.size,), s),
+                  NORM: torch.full((unit_map.size,), 1 / s)}.get(role, torch.ones(unit_map.size))
+        if self.final_norm_tied:
+            # The tied head reads the embedding: copied unscaled and times s where a head would
+            # be divided by the copy count. The final norm takes over both corrections.
+            factor = factor / (s * unit_map.copies.float())
+        return factor
 
     def mask(self, attribute: str, combine) -> torch.Tensor:
         result = None

@@ -22,11 +22,11 @@ from raygrow.config import RunConfig
 from raygrow.train.checkpoint import MOMENTS, FullState
 
 
-def deepspeed_config(config: RunConfig) -> dict:
+def deepspeed_config(config: RunConfig, workers: int) -> dict:
     train = config.train
     return {
         "train_micro_batch_size_per_gpu": train.micro_batch,
-        "gradient_accumulation_steps": config.grad_accum,
+        "gradient_accumulation_steps": config.grad_accum(workers),
         "train_batch_size": config.batch_rows,
         "gradient_clipping": train.grad_clip,
         "zero_optimization": {"stage": train.zero_stage},
@@ -38,14 +38,14 @@ def deepspeed_config(config: RunConfig) -> dict:
     }
 
 
-def build_engine(model: torch.nn.Module, config: RunConfig):
+def build_engine(model: torch.nn.Module, config: RunConfig, workers: int):
     train = config.train
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # norms: no weight decay
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=train.lr, betas=(train.beta1, train.beta2), eps=1e-8, foreach=False)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(config))
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(config, workers))
     init_optimizer_state(engine)
     return engine
 
@@ -88,6 +88,16 @@ def optimizer_step_count(engine) -> int:
     return max((int(s["step"]) for s in states if "step" in s), default=0)
 
 
+def _hp_param_groups(engine) -> list[tuple[int, list[torch.Tensor]]]:
+    """(param group index, the fp32 tensors AdamW steps for it). ZeRO-3 keeps its flat fp32
+    partitions outside `param_groups` and swaps them in per sub-group at each step."""
+    zero_optimizer = engine.optimizer
+    if hasattr(zero_optimizer, "fp32_partitioned_groups_flat"):
+        return [(zero_optimizer.sub_group_to_group_id[i], [flat])
+                for i, flat in enumerate(zero_optimizer.fp32_partitioned_groups_flat)]
+    return [(i, list(group["params"])) for i, group in enumerate(base_optimizer(engine).param_groups)]
+
+
 def _materialise_optimizer_state(engine, step: int) -> None:
     """AdamW creates its state on the first step; take one step at lr 0 with zero gradients
     (which leaves the parameters bit-identical) so that saved moments have somewhere to go."""
@@ -95,13 +105,17 @@ def _materialise_optimizer_state(engine, step: int) -> None:
     saved_lr = [group["lr"] for group in optimizer.param_groups]
     for group in optimizer.param_groups:
         group["lr"] = 0.0
-        for param in group["params"]:
-            param.grad = torch.zeros_like(param)
-    optimizer.step()
+    for group_index, tensors in _hp_param_groups(engine):
+        group = optimizer.param_groups[group_index]
+        saved_params, group["params"] = group["params"], tensors
+        for tensor in tensors:
+            tensor.grad = torch.zeros_like(tensor)
+        optimizer.step()
+        for tensor in tensors:
+            tensor.grad = None
+        group["params"] = saved_params
     for group, lr in zip(optimizer.param_groups, saved_lr):
         group["lr"] = lr
-        for param in group["params"]:
-            param.grad = None
     for param_state in optimizer.state.values():
         param_state["step"] = torch.tensor(float(step), dtype=param_state["step"].dtype)
 

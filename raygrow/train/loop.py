@@ -77,7 +77,7 @@ class Worker:
             with torch.no_grad():
                 for name, param in params.items():
                     param.copy_(state.params[name])
-        engine = build_engine(model.to(self.device), self.config)
+        engine = build_engine(model.to(self.device), self.config, self.world)
         if state is not None:
             load_full_state(engine, state, state.meta["optimizer_step"])
             self.progress = Progress(**{k: state.meta[k] for k in Progress.__dataclass_fields__})

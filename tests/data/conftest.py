@@ -1,4 +1,7 @@
-"""Fixtures for the data tests: a small mixed corpus, run configs, one local Ray cluster."""
+"""Fixtures for the data tests: a small mixed corpus, run configs, a tiny BPE tokenizer.
+
+The `ray` marker (pyproject.toml) and the session `ray_local` cluster come from tests/conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from raygrow.config import DataConfig, RunConfig, Shape, TrainConfig
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # tests/conftest.py (the lead's) may register it too; registering twice is harmless.
-    config.addinivalue_line("markers", "ray: needs a local Ray cluster (slower integration test)")
-
-
-@pytest.fixture(scope="session")
-def ray_local():
-    """One 2-CPU local Ray cluster for every Ray test in the session."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield ray
 
 
 def words(index: int, count: int) -> str:

@@ -11,6 +11,7 @@ import pytest
 
 from raygrow.data import Manifest, PackedRows, dataset_dir, load_tokenizer, prepare
 from raygrow.data import packed as packed_module
+from raygrow.data import pipeline
 from raygrow.errors import DataError
 
 pytestmark = pytest.mark.ray
@@ -58,10 +59,13 @@ def test_prepare_mixed_corpus(ray_local, corpus, make_config) -> None:
     assert len(train_documents) + len(val_documents) >= len(present) - 2
 
 
-def test_prepare_is_deterministic_and_reused(ray_local, corpus, make_config, tmp_path) -> None:
+def test_prepare_is_deterministic_and_reused(ray_local, corpus, make_config, tmp_path,
+                                            monkeypatch) -> None:
     root, _ = corpus
-    first, second = make_config(tmp_path / "a", source=str(root)), make_config(tmp_path / "b", source=str(root))
+    first = make_config(tmp_path / "a", source=str(root))
+    second = make_config(tmp_path / "b", source=str(root))
     manifest = prepare(first, show_progress=False)
+    monkeypatch.setattr(pipeline, "BYTES_PER_BLOCK", 1)  # one file per Ray block this time
     assert prepare(second, show_progress=False) == manifest
     directories = dataset_dir(first), dataset_dir(second)
     assert directories[0] != directories[1]

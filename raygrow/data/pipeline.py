@@ -167,7 +167,7 @@ def _pack(plan: _Plan, temp: str, show_progress: bool) -> Manifest:
                        "with U+FFFD", replaced, documents, data.source)
     train, val = writers["train"], writers["val"]
     return Manifest(
-        seq_len=data.seq_len, tokenizer=data.tokenizer,
+        seq_len=data.seq_len, tokenizer=normalize_spec(data.tokenizer),
         tokenizer_fingerprint=plan.tokenizer.fingerprint, vocab_size=plan.tokenizer.vocab_size,
         eos_id=plan.tokenizer.eos_id, train_shards=train.shards, train_shard_rows=train.shard_rows,
         val_shards=val.shards, val_shard_rows=val.shard_rows, train_rows=train.rows,
