@@ -56,13 +56,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from raygrow.driver import train
+    from raygrow.driver import train, train_with_baseline
 
     config = load(args)
-    summary = train(config, show_progress=not args.quiet)
-    stage = summary["stages"][-1]
-    print(json.dumps({k: stage[k] for k in ("steps", "tokens", "final_train_loss", "final_val_loss",
-                                            "tokens_per_s")}))
+    summary = (train_with_baseline if args.baseline else train)(config, show_progress=not args.quiet)
+    for index, stage in enumerate(summary["stages"]):
+        print(f"stage {index}: " + json.dumps({k: stage[k] for k in (
+            "steps", "tokens", "flops", "final_train_loss", "final_val_loss", "tokens_per_s")}))
+    for transition in summary["transitions"]:
+        print("growth: " + json.dumps(transition))
+    if "baseline" in summary:
+        print("baseline: " + json.dumps(summary["baseline"]))
     print(f"run directory: {config.run_dir}" + ("" if summary["complete"] else " (stopped early)"))
     return 0
 
@@ -78,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         _config_arguments(sub)
         sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         sub.set_defaults(handler=handler)
+        if name == "train":
+            sub.add_argument("--baseline", action="store_true",
+                             help="also train the final shape from scratch for the same FLOPs (sibling run)")
     from raygrow.grow import cli as grow_cli
     from raygrow.plan import cli as plan_cli
 

@@ -107,6 +107,7 @@ class TrainConfig:
     val_rows: int = 64  # packed validation rows per validation pass
     seed: int = 0  # model init
     max_failures: int = 2  # Ray Train restarts the worker group from the latest checkpoint this often
+    resource_timeout_s: float = 600.0  # how long a stage waits for the cluster to grow to its workers
     deterministic: bool = True  # torch deterministic algorithms: bit-exact resume
     stop_after: int | None = None  # end this invocation after this many steps (checkpointed), as a
     #                                preemption would; rerunning the same name continues the run

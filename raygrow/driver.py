@@ -1,4 +1,4 @@
-"""The driver of a single-stage run: validate, prepare data, run Ray Train, summarise, export.
+"""The driver of a run: validate, prepare data, start the coordinator, show progress.
 
 Order matters for invariant 5: everything that can be checked without a cluster (config, corpus
 paths, tokenizer) is checked before Ray starts or anything is written.
@@ -6,190 +6,139 @@ paths, tokenizer) is checked before Ray starts or anything is written.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-import math
 import os
-import threading
-import time
 from pathlib import Path
 
 import ray
-import ray.train
-from ray.train.torch import TorchTrainer
 from tqdm import tqdm
 
 from raygrow.config import RunConfig
-from raygrow.data import Manifest, check_sources, dataset_dir, prepare
+from raygrow.data import check_sources, dataset_dir, prepare
 from raygrow.errors import ConfigError, RaygrowError
-from raygrow.export import export_checkpoint
-from raygrow.model import param_counts
-from raygrow.report import plot_run
-from raygrow.train import checkpoint
-from raygrow.train.metrics import MetricsSink
+from raygrow.model import flops_per_token
 
 log = logging.getLogger("raygrow")
 
 
 def check(config: RunConfig) -> None:
     """Everything that can be checked without a cluster; raises a one-line RaygrowError."""
+    for index, stage in enumerate(config.plan_stages):
+        if stage.shape is None:
+            raise ConfigError(f"stages[{index}].shape", "required to train (params-only stages are for "
+                              "`raygrow plan`)")
     check_sources(config.data)
     run_dir = Path(config.run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError("name", f"{run_dir} exists and is not a directory")
 
 
-def ensure_ray() -> None:
-    """Join the cluster named by RAY_ADDRESS (as `ray job submit` sets), else start a local one."""
-    if not ray.is_initialized():
-        ray.init(logging_level=logging.WARNING, log_to_driver=True,
-                 runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::FutureWarning"}})
+def ensure_ray() -> bool:
+    """Join the cluster named by RAY_ADDRESS (as `ray job submit` sets), else start a local one.
+    Returns whether the cluster can grow (an existing cluster may have an autoscaler; a local
+    one started here cannot)."""
+    if ray.is_initialized():
+        return os.environ.get("RAYGROW_AUTOSCALING", "") == "1"
+    joining = bool(os.environ.get("RAY_ADDRESS"))
+    ray.init(logging_level=logging.WARNING, log_to_driver=True,
+             runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::FutureWarning"}})
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    return joining and os.environ.get("RAYGROW_AUTOSCALING", "1") == "1"
 
 
-def worker_resources(config: RunConfig) -> tuple[dict, bool, int]:
-    """(resources per worker, use_gpu, torch threads per worker), refusing what cannot be scheduled.
+def _watch(coordinator, config: RunConfig, show_progress: bool) -> dict:
+    """Wait for the coordinator's summary, with a progress bar per stage."""
+    from raygrow.train.stage import first_line
 
-    Training reads packed shards directly (no Ray Data tasks run during fit), so the workers may
-    take every CPU; data preparation runs before training, never beside it.
-    """
-    total = ray.cluster_resources()
-    workers = config.train.workers
-    use_gpu = config.train.use_gpu if config.train.use_gpu is not None else total.get("GPU", 0) >= 1
-    cpus = config.train.cpus_per_worker or max(1.0, math.floor(total.get("CPU", 1) / workers))
-    if cpus * workers > total.get("CPU", 0) and not _autoscaling():
-        if config.train.cpus_per_worker is None:
-            cpus = total.get("CPU", 1) / workers  # more workers than CPUs: share them
-        else:
-            raise ConfigError("train.cpus_per_worker",
-                              f"{workers} workers × {cpus} CPUs do not fit the cluster's "
-                              f"{total.get('CPU', 0):g} CPUs; lower train.workers or cpus_per_worker")
-    if use_gpu and total.get("GPU", 0) < workers and not _autoscaling():
-        raise ConfigError("train.workers", f"{workers} GPU workers but the cluster has "
-                          f"{total.get('GPU', 0):g} GPUs")
-    return {"CPU": cpus}, use_gpu, max(1, int(cpus))
-
-
-def _autoscaling() -> bool:
-    """Whether nodes can still join (then a request beyond current capacity is not an error)."""
-    return os.environ.get("RAYGROW_AUTOSCALING", "") == "1"
-
-
-class MetricsLog:
-    """Appends rank 0's records to <run>/metrics.jsonl; a resume drops records past its step."""
-
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / "metrics.jsonl"
-
-    def records(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-
-    def write(self, new: list[dict]) -> None:
-        kept = self.records()
-        for record in new:
-            if record.get("event") == "resume":
-                kept = [r for r in kept if r.get("step", 0) <= record["step"] or "event" in r]
-            kept.append({**record, "time": time.time()})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
-
-
-def _fit_with_progress(trainer: TorchTrainer, sink, metrics: MetricsLog, total_steps: int,
-                       show_progress: bool):
-    outcome: dict = {}
-
-    def fit() -> None:
-        try:
-            outcome["result"] = trainer.fit()
-        except Exception as error:  # noqa: BLE001 - reported to the user as one line below
-            outcome["error"] = error
-
-    thread = threading.Thread(target=fit, daemon=True)
-    thread.start()
-    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not show_progress)
-    while thread.is_alive() or bar.n < total_steps:
-        thread.join(timeout=0.5)
-        records = ray.get(sink.drain.remote())
-        if records:
-            metrics.write(records)
-            for record in records:
-                if "step" in record:
-                    bar.n = record["step"]
-                if "loss" in record:
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+    future = coordinator.run.remote()
+    bar, bar_stage = None, None
+    while True:
+        ready, _ = ray.wait([future], timeout=0.5)
+        status = ray.get(coordinator.status.remote()) if not ready else None
+        if status and show_progress:
+            if status["stage"] != bar_stage:
+                if bar is not None:
+                    bar.close()
+                bar_stage = status["stage"]
+                total = config.plan_stages[bar_stage].tokens // config.train.batch_tokens
+                bar = tqdm(total=total, desc=f"stage {bar_stage}", unit="step")
+            bar.n = status["step"]
+            bar.set_postfix_str(status["phase"])
             bar.refresh()
-        if not thread.is_alive():
+        if ready:
             break
-    bar.close()
-    if "error" in outcome:
-        raise RaygrowError(f"training failed: {_first_line(outcome['error'])}")
-    return outcome["result"]
-
-
-def summarise(config: RunConfig, manifest: Manifest, records: list[dict], wall_s: float) -> dict:
-    vocab = config.model.vocab or manifest.vocab_size
-    steps = [r for r in records if "step" in r and "event" not in r]
-    last = steps[-1] if steps else {}
-    losses = [r for r in steps if "loss" in r]
-    val = [r for r in steps if "val_loss" in r]
-    speeds = [r["tokens_per_s"] for r in losses]
-    stage = {
-        "shape": config.model.__dict__, **param_counts(config.model, vocab),
-        "workers": config.train.workers, "zero_stage": config.train.zero_stage,
-        "steps": last.get("step", 0), "tokens": last.get("tokens", 0), "flops": last.get("flops", 0.0),
-        "final_train_loss": losses[-1]["loss"] if losses else None,
-        "final_val_loss": val[-1]["val_loss"] if val else None,
-        "tokens_per_s": sum(speeds) / len(speeds) if speeds else None,
-    }
-    return {"name": config.name, "complete": stage["steps"] >= config.total_steps, "stages": [stage],
-            "total_tokens": stage["tokens"], "total_flops": stage["flops"], "wall_s": wall_s,
-            "dataset": dataset_dir(config), "config": config.to_dict()}
+    if bar is not None:
+        bar.close()
+    try:
+        return ray.get(future)
+    except ray.exceptions.RayTaskError as error:
+        cause = error.cause if isinstance(getattr(error, "cause", None), RaygrowError) else None
+        raise cause or RaygrowError(f"run failed: {first_line(error)}") from None
+    except ray.exceptions.RayActorError:
+        raise RaygrowError(f"the coordinator of run {config.name} died; rerun the same command to "
+                           "continue where it stopped") from None
 
 
 def train(config: RunConfig, show_progress: bool = True) -> dict:
-    """Run `config` to completion (or to `train.stop_after`); returns summary.json's contents."""
-    started = time.time()
+    """Run every stage of `config` (or up to `train.stop_after`); returns summary.json's contents."""
     check(config)
-    ensure_ray()
+    autoscaling = ensure_ray()
     manifest = prepare(config, show_progress=show_progress)
-    if config.model.vocab is not None and config.model.vocab < manifest.vocab_size:
-        raise ConfigError("model.vocab", f"{config.model.vocab} is smaller than the tokenizer's "
-                          f"{manifest.vocab_size} tokens; raise it or leave it unset")
-    from raygrow.train.loop import train_fn  # imports DeepSpeed: only once a run really starts
+    for index, stage in enumerate(config.plan_stages):
+        if stage.shape.vocab is not None and stage.shape.vocab < manifest.vocab_size:
+            raise ConfigError("model.vocab" if not config.stages else f"stages[{index}].shape.vocab",
+                              f"{stage.shape.vocab} is smaller than the tokenizer's {manifest.vocab_size} "
+                              "tokens; raise it or leave it unset")
+    from raygrow.coordinator import Coordinator
 
-    resources, use_gpu, threads = worker_resources(config)
-    run_dir = Path(config.run_dir).resolve()
-    checkpoint.latest_valid(run_dir)  # refuse a run whose checkpoints are all broken, up front
-    sink = MetricsSink.remote()
-    trainer = TorchTrainer(
-        train_fn,
-        train_loop_config={"config": config.to_dict(), "run_dir": str(run_dir), "sink": sink,
-                           "dataset_dir": dataset_dir(config), "threads": threads,
-                           "fault": os.environ.get("RAYGROW_FAULT")},
-        scaling_config=ray.train.ScalingConfig(num_workers=config.train.workers, use_gpu=use_gpu,
-                                               resources_per_worker=resources),
-        run_config=ray.train.RunConfig(
-            name=config.name, storage_path=str(run_dir.parent),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.checkpoint.keep),
-            failure_config=ray.train.FailureConfig(max_failures=config.train.max_failures)),
-    )
-    metrics = MetricsLog(run_dir)
-    result = _fit_with_progress(trainer, sink, metrics, config.total_steps, show_progress)
-    if result.error is not None:
-        raise RaygrowError(f"training failed: {_first_line(result.error)}")
-    summary = summarise(config, manifest, metrics.records(), time.time() - started)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    plot_run(metrics.records(), run_dir / "report.png", title=config.name)
-    if summary["complete"]:
-        export_checkpoint(checkpoint.latest_valid(run_dir), run_dir / "export", manifest)
+    name = f"raygrow:{Path(config.run_dir).resolve()}"
+    try:
+        ray.get_actor(name)
+        raise RaygrowError(f"run {config.name} is already running on this cluster; wait for it or pick "
+                           "another --name")
+    except ValueError:
+        pass  # no such actor: nobody else is driving this run
+    coordinator = Coordinator.options(name=name).remote(config.to_dict(), dataset_dir(config), autoscaling,
+                                                        os.environ.get("RAYGROW_FAULT"))
+    try:
+        return _watch(coordinator, config, show_progress)
+    finally:
+        ray.kill(coordinator)
+
+
+def baseline_config(config: RunConfig, total_flops: float, vocab: int) -> RunConfig:
+    """The final shape trained from scratch for the same FLOPs, as a sibling run `<name>-baseline`."""
+    final = config.plan_stages[-1].shape
+    per_token = flops_per_token(final, final.vocab or vocab, config.data.seq_len)
+    batches = max(1, round(total_flops / per_token / config.train.batch_tokens))
+    train = dataclasses.replace(config.train, tokens=batches * config.train.batch_tokens,
+                                workers=config.worker_range(config.plan_stages[-1])[1],
+                                zero_stage=config.plan_stages[-1].zero_stage or config.train.zero_stage)
+    data = dataclasses.replace(config.data, cache_dir=config.dataset_root)
+    return dataclasses.replace(config, model=final, stages=[], name=f"{config.name}-baseline", train=train,
+                               data=data)
+
+
+def train_with_baseline(config: RunConfig, show_progress: bool = True) -> dict:
+    """Train the plan, then its from-scratch baseline; overlay both in the plan's report.png."""
+    from raygrow.coordinator.summary import write_json
+    from raygrow.report import plot_run
+    from raygrow.train.stage import MetricsLog
+
+    summary = train(config, show_progress)
+    if not summary["complete"]:
+        return summary
+    from raygrow.data import Manifest
+
+    vocab = Manifest.load(dataset_dir(config)).vocab_size
+    sibling = baseline_config(config, summary["total_flops"], vocab)
+    baseline = train(sibling, show_progress)
+    run_dir = Path(config.run_dir)
+    summary["baseline"] = {"name": sibling.name, "flops": baseline["total_flops"],
+                           "tokens": baseline["total_tokens"],
+                           "final_val_loss": baseline["stages"][-1]["final_val_loss"]}
+    write_json(run_dir / "summary.json", summary)
+    plot_run(MetricsLog(run_dir).records(), run_dir / "report.png", title=config.name,
+             baseline=MetricsLog(Path(sibling.run_dir)).records())
     return summary
-
-
-def _first_line(error: BaseException) -> str:
-    """The last line of a worker's error: the exception itself, without its traceback."""
-    text = str(error).strip() or type(error).__name__
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__

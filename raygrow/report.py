@@ -1,4 +1,4 @@
-"""report.png: loss against tokens and against FLOPs, from metrics.jsonl records."""
+"""report.png: loss against tokens and against FLOPs, growth points marked, a baseline overlaid."""
 
 from __future__ import annotations
 
@@ -10,17 +10,34 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_run(records: list[dict], path: Path, title: str = "") -> None:
-    train = [r for r in records if "loss" in r and "event" not in r]
-    val = [r for r in records if "val_loss" in r]
+def _growth_points(records: list[dict], key: str) -> list[float]:
+    """x positions where a new stage starts (the first record of each stage after the first)."""
+    points, seen = [], set()
+    for record in records:
+        stage = record.get("stage", 0)
+        if stage not in seen and key in record:
+            seen.add(stage)
+            if stage > 0:
+                points.append(record[key])
+    return points
+
+
+def plot_run(records: list[dict], path: Path, title: str = "", baseline: list[dict] | None = None) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    runs = [("", records)] + ([("baseline ", baseline)] if baseline else [])
     for axis, x_key, label in ((axes[0], "tokens", "tokens"), (axes[1], "flops", "training FLOPs")):
-        axis.plot([r[x_key] for r in train], [r["loss"] for r in train], label="train loss")
-        axis.plot([r[x_key] for r in val], [r["val_loss"] for r in val], "o-", label="validation loss")
+        for prefix, run in runs:
+            train = [r for r in run if "loss" in r and "event" not in r]
+            val = [r for r in run if "val_loss" in r and "event" not in r]
+            style = "--" if prefix else "-"
+            axis.plot([r[x_key] for r in train], [r["loss"] for r in train], style, label=f"{prefix}train loss")
+            axis.plot([r[x_key] for r in val], [r["val_loss"] for r in val], style + "o", label=f"{prefix}val loss")
+        for number, x in enumerate(_growth_points(records, x_key)):
+            axis.axvline(x, color="grey", linestyle=":", label="growth" if number == 0 else None)
         axis.set_xlabel(label)
         axis.set_ylabel("loss (nats/token)")
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

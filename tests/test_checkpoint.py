@@ -5,21 +5,22 @@ import torch
 
 from raygrow.errors import CheckpointError
 from raygrow.train import checkpoint
-from raygrow.train.checkpoint import FullState
+from raygrow.grow.state import TrainState
 
 
-def make_state(step: int) -> FullState:
+def make_state(step: int) -> tuple[TrainState, dict]:
     generator = torch.Generator().manual_seed(step)
     params = {"model.a.weight": torch.randn(4, 3, generator=generator), "model.b": torch.randn(3, generator=generator)}
-    return FullState(params=params, exp_avg={k: v * 0.1 for k, v in params.items()},
-                     exp_avg_sq={k: v * v for k, v in params.items()}, meta={"step": step, "rows_consumed": 8 * step})
+    state = TrainState(params=params, exp_avg={k: v * 0.1 for k, v in params.items()},
+                       exp_avg_sq={k: v * v for k, v in params.items()}, step=step)
+    return state, {"step": step, "rows_consumed": 8 * step}
 
 
 def test_round_trip_is_exact(tmp_path):
-    state = make_state(3)
-    checkpoint.save(tmp_path / "c", state)
-    loaded = checkpoint.load(tmp_path / "c")
-    assert loaded.meta == state.meta
+    state, meta = make_state(3)
+    checkpoint.save(tmp_path / "c", state, meta)
+    loaded, loaded_meta = checkpoint.load(tmp_path / "c")
+    assert loaded_meta == {**meta, "optimizer_step": 3} and loaded.step == 3
     for key in ("params", "exp_avg", "exp_avg_sq"):
         for name, tensor in getattr(state, key).items():
             assert torch.equal(getattr(loaded, key)[name], tensor)
@@ -27,7 +28,7 @@ def test_round_trip_is_exact(tmp_path):
 
 def test_latest_valid_skips_truncated_tampered_and_incomplete(tmp_path):
     for step in (2, 4, 6, 8):
-        checkpoint.save(tmp_path / checkpoint.dir_name(step), make_state(step))
+        checkpoint.save(tmp_path / checkpoint.dir_name(step), *make_state(step))
     assert checkpoint.latest_valid(tmp_path).name == checkpoint.dir_name(8)
     (tmp_path / checkpoint.dir_name(8) / checkpoint.MARKER).unlink()  # crash before the marker
     weights = tmp_path / checkpoint.dir_name(6) / "model.safetensors"
@@ -40,7 +41,7 @@ def test_latest_valid_skips_truncated_tampered_and_incomplete(tmp_path):
 
 
 def test_all_broken_is_refused_not_a_fresh_start(tmp_path):
-    checkpoint.save(tmp_path / checkpoint.dir_name(2), make_state(2))
+    checkpoint.save(tmp_path / checkpoint.dir_name(2), *make_state(2))
     (tmp_path / checkpoint.dir_name(2) / checkpoint.MARKER).write_text("{not json")
     with pytest.raises(CheckpointError, match="no checkpoint verifies"):
         checkpoint.latest_valid(tmp_path)
@@ -49,8 +50,7 @@ def test_all_broken_is_refused_not_a_fresh_start(tmp_path):
 
 def test_nothing_is_unpickled(tmp_path):
     """A pickle planted as a checkpoint file is refused before anything reads it."""
-    state = make_state(1)
-    checkpoint.save(tmp_path / "c", state)
+    checkpoint.save(tmp_path / "c", *make_state(1))
     torch.save({"x": 1}, tmp_path / "c" / "model.safetensors")  # a pickle, not safetensors
     with pytest.raises(CheckpointError):
         checkpoint.load(tmp_path / "c")

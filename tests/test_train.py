@@ -24,13 +24,13 @@ def step_losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records(run_dir) if "loss" in r}
 
 
-def final_params(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(checkpoint.latest_valid(run_dir) / "model.safetensors")
+def final_params(run_dir: Path, stage: int = 0) -> dict[str, torch.Tensor]:
+    return load_file(checkpoint.latest_valid(run_dir / f"stage-{stage}") / "model.safetensors")
 
 
-def trained_rows(run_dir: Path) -> list[int]:
+def trained_rows(run_dir: Path, stage: int = 0) -> list[int]:
     rows = []
-    for path in sorted((run_dir / "rows").glob("rank-*.jsonl")):
+    for path in sorted((run_dir / f"stage-{stage}" / "rows").glob("rank-*.jsonl")):
         rows += [row for line in path.read_text().splitlines() for row in json.loads(line)["rows"]]
     return rows
 
@@ -56,21 +56,22 @@ def test_two_workers_zero2_end_to_end(reference):
     assert {"lr", "grad_norm", "tokens_per_s", "mfu", "tokens", "flops"} <= set(logged[-1])
     assert (run_dir / "report.png").stat().st_size > 1000
     assert json.loads((run_dir / "summary.json").read_text())["stages"][0]["steps"] == 6
-    kept = checkpoint.candidates(run_dir)
+    kept = checkpoint.candidates(run_dir / "stage-0")
     assert [p.name for p in kept][:1] == [checkpoint.dir_name(6)]
+    assert json.loads((run_dir / "coordinator.json").read_text())["phase"] == "done"
 
 
 def test_export_loads_with_stock_transformers_and_matches(reference):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from raygrow.config import Shape
-    from raygrow.export import model_from_params
+    from raygrow.grow import load_into_model
 
     config, _ = reference
     run_dir = Path(config.run_dir)
     exported = AutoModelForCausalLM.from_pretrained(run_dir / "export")
-    state = checkpoint.load(checkpoint.latest_valid(run_dir))
-    ours = model_from_params(state.params, Shape(**state.meta["shape"]), state.meta["vocab"])
+    state, meta = checkpoint.load(checkpoint.latest_valid(run_dir / "stage-0"))
+    ours = load_into_model(state, Shape(**meta["shape"]), meta["vocab"])
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "export")
     ids = torch.tensor([tokenizer.encode("def grow(model):\n    return model")])
     with torch.no_grad():
@@ -115,7 +116,7 @@ def test_crash_during_checkpoint_save_resumes_from_previous(reference, tiny_conf
     with pytest.raises(RaygrowError, match="training failed"):
         driver.train(crashing, show_progress=False)
     run_dir = Path(crashing.run_dir)
-    assert checkpoint.latest_valid(run_dir).name == checkpoint.dir_name(2)
+    assert checkpoint.latest_valid(run_dir / "stage-0").name == checkpoint.dir_name(2)
     monkeypatch.delenv("RAYGROW_FAULT")
     driver.train(crashing, show_progress=False)
     assert any(r.get("event") == "resume" and r["step"] == 2 for r in records(run_dir))

@@ -149,11 +149,17 @@ def check_sources(config: DataConfig) -> None:
     files = resolve_source(config.source)
     if all(file.size == 0 for file in files):
         raise DataError(f"data.source: {config.source}: every file is empty; add text")
-    for file, _ in first_files(files, config.max_documents):
+    chosen = first_files(files, config.max_documents)
+    for file, _ in chosen:
         if file.kind == "jsonl":
             next(read_documents(file, config.text_field, limit=1), None)
         elif file.kind == "parquet":
             _parquet_text_column(file, config.text_field)
+    # Stops at the first document with text, so only an all-blank corpus is read through.
+    if not any(document.text.strip() for file, cap in chosen
+               for document in read_documents(file, config.text_field, limit=cap)):
+        raise DataError(f"data.source: {config.source} holds no text (every document is empty or blank); "
+                        "point data.source at a real corpus")
     load_tokenizer(config.tokenizer)
 
 

@@ -1,6 +1,6 @@
 """Checkpoints: full training state in safetensors plus JSON, verified before any load.
 
-A checkpoint directory holds
+A checkpoint directory holds (for a `raygrow.grow.TrainState` plus counters)
   model.safetensors      full fp32 parameters by Hugging Face name (world-size independent)
   optimizer.safetensors  AdamW moments as `exp_avg/<name>` and `exp_avg_sq/<name>`
   state.json             step, stream position, counters
@@ -18,30 +18,19 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from raygrow.errors import CheckpointError
+from raygrow.grow.state import TrainState
 
 log = logging.getLogger("raygrow")
 
 MARKER = "complete.json"
 DIR_PATTERN = re.compile(r"^checkpoint_(\d+)$")
 MOMENTS = ("exp_avg", "exp_avg_sq")
-
-
-@dataclass
-class FullState:
-    """Everything a run needs to continue: parameters, AdamW moments, counters."""
-
-    params: dict[str, torch.Tensor]
-    exp_avg: dict[str, torch.Tensor] = field(default_factory=dict)
-    exp_avg_sq: dict[str, torch.Tensor] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)  # step, rows_consumed, tokens, flops, ...
 
 
 def dir_name(step: int) -> str:
@@ -63,16 +52,18 @@ def _fault(point: str) -> None:
         os._exit(17)
 
 
-def save(directory: str | Path, state: FullState) -> None:
-    """Write `state` into `directory`; the completion marker goes last."""
+def save(directory: str | Path, state: TrainState, meta: dict[str, Any]) -> None:
+    """Write `state` and `meta` (counters: step, rows_consumed, …) into `directory`; the completion
+    marker goes last. The optimizer step count is kept in meta as `optimizer_step`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({name: t.contiguous() for name, t in state.params.items()}, directory / "model.safetensors")
-    _fault(f"save_after_model:{state.meta.get('step')}")
+    _fault(f"save_after_model:{meta.get('step')}")
     moments = {f"{key}/{name}": t.contiguous()
                for key in MOMENTS for name, t in getattr(state, key).items()}
     save_file(moments, directory / "optimizer.safetensors")
-    (directory / "state.json").write_text(json.dumps(state.meta, indent=1, sort_keys=True))
+    meta = {**meta, "optimizer_step": state.step}
+    (directory / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
              for p in sorted(directory.iterdir()) if p.name != MARKER}
     tmp = directory / (MARKER + ".tmp")
@@ -98,17 +89,17 @@ def verify(directory: str | Path) -> None:
             raise CheckpointError(f"{path}: contents changed since the checkpoint was written")
 
 
-def load(directory: str | Path) -> FullState:
+def load(directory: str | Path) -> tuple[TrainState, dict[str, Any]]:
     """Verify, then read a checkpoint (safetensors and JSON only; nothing is unpickled)."""
     directory = Path(directory)
     verify(directory)
     moments = load_file(directory / "optimizer.safetensors")
-    state = FullState(params=load_file(directory / "model.safetensors"),
-                      meta=json.loads((directory / "state.json").read_text()))
+    meta = json.loads((directory / "state.json").read_text())
+    state = TrainState(params=load_file(directory / "model.safetensors"), step=meta["optimizer_step"])
     for key in MOMENTS:
         prefix = f"{key}/"
         getattr(state, key).update({n[len(prefix):]: t for n, t in moments.items() if n.startswith(prefix)})
-    return state
+    return state, meta
 
 
 def candidates(run_dir: str | Path) -> list[Path]:

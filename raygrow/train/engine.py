@@ -19,7 +19,8 @@ from deepspeed.utils import (
 )
 
 from raygrow.config import RunConfig
-from raygrow.train.checkpoint import MOMENTS, FullState
+from raygrow.grow.state import TrainState
+from raygrow.train.checkpoint import MOMENTS
 
 
 def deepspeed_config(config: RunConfig, workers: int) -> dict:
@@ -64,9 +65,9 @@ def set_lr(engine, lr: float) -> None:
         group["lr"] = lr
 
 
-def gather_full_state(engine) -> FullState:
+def gather_full_state(engine) -> TrainState:
     """Full fp32 parameters and AdamW moments by HF name, on every rank (collective under ZeRO-3)."""
-    state = FullState(params={})
+    state = TrainState(params={}, step=optimizer_step_count(engine))
     optimizer = base_optimizer(engine)
     for name, param in engine.module.named_parameters():
         if _zero(engine):
@@ -135,7 +136,7 @@ def init_optimizer_state(engine, step: int = 0) -> None:
         zero_optimizer._lazy_init_hp_params_optimizer_state()
 
 
-def load_full_state(engine, state: FullState, optimizer_step: int) -> None:
+def load_full_state(engine, state: TrainState) -> None:
     """Put full parameters (and moments, when present) into an engine fresh from `build_engine`."""
     names = [name for name, _ in engine.module.named_parameters()]
     missing = sorted(set(names) - set(state.params))
@@ -144,7 +145,7 @@ def load_full_state(engine, state: FullState, optimizer_step: int) -> None:
     if _zero(engine):
         for name, param in engine.module.named_parameters():
             safe_set_full_fp32_param(param, state.params[name])
-    init_optimizer_state(engine, optimizer_step)
+    init_optimizer_state(engine, state.step)
     optimizer = base_optimizer(engine)
     for name, param in engine.module.named_parameters():
         for key in MOMENTS:

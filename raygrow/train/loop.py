@@ -8,6 +8,7 @@ every checkpoint, so a resumed or resized run continues exactly where the checkp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -24,9 +25,10 @@ import torch.nn.functional as F
 
 from raygrow.config import RunConfig, from_dict
 from raygrow.data import Manifest, PackedRows
+from raygrow.grow import MaskSpec, apply_masks, fold, mask_value, set_mask_value
 from raygrow.model import build_model, flops_per_token
 from raygrow.train import checkpoint
-from raygrow.train.engine import build_engine, gather_full_state, load_full_state, optimizer_step_count, set_lr
+from raygrow.train.engine import build_engine, gather_full_state, load_full_state, set_lr
 from raygrow.train.metrics import device_peak
 from raygrow.train.schedule import lr_at
 
@@ -65,24 +67,59 @@ class Worker:
         self.val_rows = PackedRows(loop_config["dataset_dir"], "val", None)
         self.flops_per_token = flops_per_token(self.config.model, self.vocab, self.config.data.seq_len)
         self.progress = Progress()
-        self.engine = self._build(manifest)
+        self.schedule = loop_config.get("schedule") or {}
+        self.masks = MaskSpec.from_dict(loop_config["masks"]) if loop_config.get("masks") else None
+        self.ramp_steps = loop_config.get("ramp_steps", 0)
+        self.started_from_growth = False
+        self.engine = self._build(manifest, loop_config.get("init_from"))
         self.device_name, self.peak = device_peak()
 
-    def _build(self, manifest: Manifest):
+    def _build(self, manifest: Manifest, init_from: str | None):
+        """The engine, resumed from this stage's newest checkpoint, else from `init_from` (the
+        grown state of the previous stage), else freshly initialised."""
         model = build_model(self.config.model, self.vocab, self.config.train.seed, eos_id=manifest.eos_id)
         resume_from = checkpoint.latest_valid(self.run_dir)
-        state = checkpoint.load(resume_from) if resume_from else None
+        source = resume_from or (Path(init_from) if init_from else None)
+        state, meta = checkpoint.load(source) if source else (None, None)
         if state is not None:
-            params = dict(model.named_parameters())
             with torch.no_grad():
-                for name, param in params.items():
+                for name, param in model.named_parameters():
                     param.copy_(state.params[name])
+            self.progress = Progress(**{k: meta[k] for k in Progress.__dataclass_fields__})
+        if self.masks is not None and self.progress.step < self.ramp_steps:
+            apply_masks(model, self.masks, mask_value(self.progress.step, self.ramp_steps))
         engine = build_engine(model.to(self.device), self.config, self.world)
         if state is not None:
-            load_full_state(engine, state, state.meta["optimizer_step"])
-            self.progress = Progress(**{k: state.meta[k] for k in Progress.__dataclass_fields__})
+            load_full_state(engine, state)
+        if resume_from is not None:
+            self._roll_back_row_log()
             self.emit({"event": "resume", "step": self.progress.step, "checkpoint": resume_from.name})
+        self.started_from_growth = resume_from is None and init_from is not None
         return engine
+
+    def lr(self) -> float:
+        """LR of the next step. A plan has one schedule over all its steps; a growth with LR policy
+        `restart` or `rewind` begins a new segment at its stage (rewind: at peak, no warm-up)."""
+        total_steps = self.schedule.get("plan_steps", self.config.total_steps)
+        segment_start = self.schedule.get("segment_start", 0)
+        global_step = self.schedule.get("offset", 0) + self.progress.step
+        train = self.config.train
+        if not self.schedule.get("warmup", True):
+            train = dataclasses.replace(train, warmup_steps=0)
+        return lr_at(global_step - segment_start, total_steps - segment_start, train)
+
+    def update_masks(self) -> None:
+        """Move the MSG masks along their ramp; once at m = 1 they are identities and are removed."""
+        if self.masks is None or self.progress.step > self.ramp_steps:
+            return
+        module = self.engine.module
+        value = mask_value(self.progress.step, self.ramp_steps)
+        if value >= 1.0:
+            set_mask_value(module, 1.0)
+            fold(module)
+            self.masks = None
+        else:
+            set_mask_value(module, value)
 
     # ---- one step ---------------------------------------------------------------------------
 
@@ -98,8 +135,9 @@ class Worker:
 
     def train_step(self) -> dict:
         config = self.config
-        lr = lr_at(self.progress.step, config.total_steps, config.train)
+        lr = self.lr()
         set_lr(self.engine, lr)
+        self.update_masks()
         waited = time.perf_counter()
         row_ids, tokens = self._rank_slice(self.progress.rows_consumed, config.batch_rows)
         waited = time.perf_counter() - waited
@@ -126,7 +164,19 @@ class Worker:
         rows_dir = self.run_dir / "rows"
         rows_dir.mkdir(parents=True, exist_ok=True)
         with open(rows_dir / f"rank-{self.rank}.jsonl", "a") as handle:
-            handle.write(json.dumps({"step": self.progress.step, "rows": row_ids.tolist()}) + "\n")
+            # Numbered like the metrics: the step these rows complete.
+            handle.write(json.dumps({"step": self.progress.step + 1, "rows": row_ids.tolist()}) + "\n")
+
+    def _roll_back_row_log(self) -> None:
+        """Steps after the checkpoint we resume from are undone: so are their row records (rank 0
+        cleans every rank's file, as the world size may have changed; others wait at the first
+        collective of the first step, which rank 0 reaches only after this)."""
+        if not self.config.train.log_rows or self.rank != 0:
+            return
+        for path in (self.run_dir / "rows").glob("rank-*.jsonl"):
+            kept = [line for line in path.read_text().splitlines()
+                    if json.loads(line)["step"] <= self.progress.step]
+            path.write_text("".join(line + "\n" for line in kept))
 
     # ---- evaluation, checkpoints, metrics ---------------------------------------------------
 
@@ -149,13 +199,12 @@ class Worker:
 
     def save_checkpoint(self, metrics: dict) -> None:
         state = gather_full_state(self.engine)  # collective: every rank
-        state.meta = {**self.progress.__dict__, "optimizer_step": optimizer_step_count(self.engine),
-                      "world_size": self.world, "zero_stage": self.config.train.zero_stage,
-                      "shape": self.config.model.__dict__, "vocab": self.vocab}
+        meta = {**self.progress.__dict__, "world_size": self.world, "zero_stage": self.config.train.zero_stage,
+                "shape": self.config.model.__dict__, "vocab": self.vocab}
         with tempfile.TemporaryDirectory(prefix="raygrow-ckpt-") as tmp:
             saved = None
             if self.rank == 0:
-                checkpoint.save(tmp, state)
+                checkpoint.save(tmp, state, meta)
                 saved = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=saved,
                              checkpoint_dir_name=checkpoint.dir_name(self.progress.step))
@@ -206,6 +255,8 @@ def train_fn(loop_config: dict) -> None:
     config = worker.config
     stop_at = min(config.total_steps, config.train.stop_after or config.total_steps)
     window = Window()
+    if worker.started_from_growth:  # the loss right after growth, for the function-preservation log
+        worker.emit({"event": "growth", "step": 0, "val_loss": worker.validate()})
     while worker.progress.step < stop_at:
         started = time.perf_counter()
         result = worker.train_step()
@@ -221,3 +272,13 @@ def train_fn(loop_config: dict) -> None:
         worker.emit(record)
         if step % config.checkpoint.every_steps == 0 or last:
             worker.save_checkpoint(record)
+        _kill_rank_fault(worker)
+
+
+def _kill_rank_fault(worker: Worker) -> None:
+    """Test hook: RAYGROW_FAULT=kill_rank:<rank>:<step> kills that rank once, as a lost node would."""
+    fault = os.environ.get("RAYGROW_FAULT", "")
+    marker = worker.run_dir / ".fault-fired"
+    if fault == f"kill_rank:{worker.rank}:{worker.progress.step}" and not marker.exists():
+        marker.touch()
+        os._exit(17)

@@ -1,0 +1,152 @@
+"""Growth runs on a real local Ray cluster: stages, growth, rescaling, kills and resumes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+from safetensors.torch import load_file
+
+from raygrow import driver
+from raygrow.errors import RaygrowError
+from raygrow.train import checkpoint
+
+pytestmark = pytest.mark.ray
+
+SMALL = {"layers": 2, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64}
+LARGE = {**SMALL, "layers": 4}
+
+
+def plan(tiny_config, name: str, second_workers=2, **train):
+    stages = [
+        {"shape": SMALL, "tokens": 4 * 512, "workers": 1, "zero_stage": 2},
+        {"growth": {"depth_op": "stack"}, "shape": LARGE, "tokens": 4 * 512, "workers": second_workers,
+         "zero_stage": 3},
+    ]
+    return tiny_config(name, model=None, stages=stages, train={"log_rows": True, **train})
+
+
+def rows_of(run_dir: Path, stage: int) -> list[int]:
+    rows = []
+    for path in sorted((run_dir / f"stage-{stage}" / "rows").glob("rank-*.jsonl")):
+        rows += [row for line in path.read_text().splitlines() for row in json.loads(line)["rows"]]
+    return rows
+
+
+def stage_records(run_dir: Path, stage: int) -> list[dict]:
+    path = run_dir / f"stage-{stage}" / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path / "model.safetensors")
+
+
+def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.fixture(scope="module")
+def grown(ray_local, tiny_config):
+    config = plan(tiny_config, "grown")
+    return config, driver.train(config, show_progress=False)
+
+
+def test_two_stage_plan_grows_and_rescales(grown):
+    config, summary = grown
+    run_dir = Path(config.run_dir)
+    assert summary["complete"] and len(summary["stages"]) == 2
+    small, large = summary["stages"]
+    assert (small["shape"]["layers"], small["workers"], small["zero_stage"]) == (2, 1, 2)
+    assert (large["shape"]["layers"], large["workers"], large["zero_stage"]) == (4, 2, 3)
+    assert small["tokens"] == large["tokens"] == 4 * 512
+    assert large["flops"] > small["flops"] > 0
+    assert summary["total_flops"] == pytest.approx(small["flops"] + large["flops"])
+    (transition,) = summary["transitions"]
+    assert transition["depth_op"] == "stack" and transition["from_stage"] == 0
+    assert transition["val_loss_before"] == small["final_val_loss"]
+    assert transition["val_loss_after"] > 0 and transition["seconds"] > 0
+    # G_stack: stage 1's first blocks are copies of stage 0's, in order 0, 1, 0, 1.
+    source = tensors(checkpoint.latest_valid(run_dir / "stage-0"))
+    init = tensors(run_dir / "stage-1" / "init")
+    for target, origin in enumerate([0, 1, 0, 1]):
+        key = "model.layers.{}.mlp.up_proj.weight"
+        assert torch.equal(init[key.format(target)], source[key.format(origin)])
+    for stage in (0, 1):
+        assert (run_dir / f"stage-{stage}" / "export" / "config.json").exists()
+    assert (run_dir / "report.png").exists() and (run_dir / "export" / "model.safetensors").exists()
+
+
+def test_rows_exactly_once_across_the_stage_boundary(grown):
+    config, _ = grown
+    rows = rows_of(Path(config.run_dir), 0) + rows_of(Path(config.run_dir), 1)
+    assert len(rows) == len(set(rows)) == 8 * config.batch_rows
+
+
+def test_worker_killed_mid_stage_resumes_elastically_exactly_once(grown, tiny_config, monkeypatch):
+    reference, _ = grown
+    monkeypatch.setenv("RAYGROW_FAULT", "kill_rank:1:3")
+    config = plan(tiny_config, "killed-worker", second_workers={"min": 1, "max": 2}, max_failures=2)
+    config = type(config)(**{**config.__dict__, "checkpoint": type(config.checkpoint)(every_steps=2, keep=5)})
+    summary = driver.train(config, show_progress=False)
+    run_dir = Path(config.run_dir)
+    assert summary["complete"]
+    assert (run_dir / "stage-1" / ".fault-fired").exists()
+    assert any(r.get("event") == "resume" and r["step"] == 2 for r in stage_records(run_dir, 1))
+    rows = rows_of(run_dir, 0) + rows_of(run_dir, 1)
+    assert len(rows) == len(set(rows)) == 8 * config.batch_rows
+    assert sorted(rows) == sorted(rows_of(Path(reference.run_dir), 0) + rows_of(Path(reference.run_dir), 1))
+
+
+def test_killed_coordinator_resumes_in_stage_two(grown, tiny_config):
+    reference, _ = grown
+    config = plan(tiny_config, "killed-coordinator")
+    run_dir = Path(config.run_dir)
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(error=_capture(driver.train, config)))
+    thread.start()
+    deadline = time.monotonic() + 600
+    while not checkpoint.candidates(run_dir / "stage-1") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    ray.kill(ray.get_actor(f"raygrow:{run_dir.resolve()}"))
+    thread.join(timeout=300)
+    assert isinstance(outcome["error"], RaygrowError)
+    state = json.loads((run_dir / "coordinator.json").read_text())
+    assert (state["stage"], state["phase"]) == (1, "training")
+    stage0_before = (run_dir / "stage-0" / "metrics.jsonl").read_text()
+
+    summary = driver.train(config, show_progress=False)
+    assert summary["complete"]
+    assert (run_dir / "stage-0" / "metrics.jsonl").read_text() == stage0_before  # not retrained
+    assert any(r.get("event") == "resume" for r in stage_records(run_dir, 1))
+    assert_same_tensors(tensors(checkpoint.latest_valid(run_dir / "stage-1")),
+                        tensors(checkpoint.latest_valid(Path(reference.run_dir) / "stage-1")))
+
+
+def test_kill_during_growth_regrows_identically(grown, tiny_config, monkeypatch):
+    reference, _ = grown
+    config = plan(tiny_config, "killed-growth")
+    run_dir = Path(config.run_dir)
+    monkeypatch.setenv("RAYGROW_FAULT", "grow:1")
+    with pytest.raises(RaygrowError, match="coordinator .* died"):
+        driver.train(config, show_progress=False)
+    assert json.loads((run_dir / "coordinator.json").read_text())["phase"] == "growing"
+    assert not (run_dir / "stage-1" / "init").exists()
+    monkeypatch.delenv("RAYGROW_FAULT")
+    assert driver.train(config, show_progress=False)["complete"]
+    assert_same_tensors(tensors(run_dir / "stage-1" / "init"), tensors(Path(reference.run_dir) / "stage-1" / "init"))
+
+
+def _capture(function, *args):
+    try:
+        function(*args, show_progress=False)
+    except Exception as error:  # noqa: BLE001 - the test inspects it
+        return error
+    return None
