@@ -37,8 +37,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     config = load(args)
     check(config)
-    print(f"{args.plan}: ok ({config.total_steps} steps of {config.train.batch_tokens} tokens, "
-          f"{config.train.workers} worker(s), ZeRO-{config.train.zero_stage})")
+    print(f"{args.plan}: ok")
+    for index, stage in enumerate(config.plan_stages):
+        low, high = config.worker_range(stage)
+        workers = f"{low}" if low == high else f"{low}-{high}"
+        zero_stage = config.train.zero_stage if stage.zero_stage is None else stage.zero_stage
+        print(f"  stage {index}: {stage.tokens // config.train.batch_tokens} steps of "
+              f"{config.train.batch_tokens} tokens, {workers} worker(s), ZeRO-{zero_stage}"
+              + (f", grown by {stage.growth.depth_op}/{stage.growth.width_op}" if stage.growth else ""))
     return 0
 
 

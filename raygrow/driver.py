@@ -62,10 +62,10 @@ def _watch(coordinator, config: RunConfig, show_progress: bool) -> dict:
                     bar.close()
                 bar_stage = status["stage"]
                 total = config.plan_stages[bar_stage].tokens // config.train.batch_tokens
-                bar = tqdm(total=total, desc=f"stage {bar_stage}", unit="step")
-            bar.n = status["step"]
-            bar.set_postfix_str(status["phase"])
-            bar.refresh()
+                bar = tqdm(total=total, desc=f"stage {bar_stage}", unit="step", mininterval=2.0)
+            if (bar.n, bar.postfix) != (status["step"], status["phase"]):
+                bar.set_postfix_str(status["phase"], refresh=False)
+                bar.update(status["step"] - bar.n)
         if ready:
             break
     if bar is not None:

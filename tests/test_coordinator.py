@@ -130,9 +130,19 @@ def test_killed_coordinator_resumes_in_stage_two(grown, tiny_config):
                         tensors(checkpoint.latest_valid(Path(reference.run_dir) / "stage-1")))
 
 
-def test_kill_during_growth_regrows_identically(grown, tiny_config, monkeypatch):
-    reference, _ = grown
-    config = plan(tiny_config, "killed-growth")
+def test_masked_growth_killed_midway_regrows_identically_and_preserves_loss(ray_local, tiny_config, monkeypatch):
+    """MSG growth in depth and width, with the coordinator killed inside the growth step: the
+    rerun's grown state equals a growth computed straight from stage 0's final checkpoint (what an
+    uninterrupted run does), the ramp trains, and the loss right after growth equals the loss
+    before it (masks at m = 0 preserve the function)."""
+    from raygrow.config import Shape
+    from raygrow.grow import grow
+
+    wide = {**SMALL, "layers": 4, "hidden": 64, "heads": 8, "kv_heads": 4, "ffn": 128}
+    stages = [{"shape": SMALL, "tokens": 3 * 512},
+              {"growth": {"depth_op": "masked", "width_op": "masked", "ramp_steps": 2}, "shape": wide,
+               "tokens": 4 * 512}]
+    config = tiny_config("killed-growth", model=None, stages=stages)
     run_dir = Path(config.run_dir)
     monkeypatch.setenv("RAYGROW_FAULT", "grow:1")
     with pytest.raises(RaygrowError, match="coordinator .* died"):
@@ -140,8 +150,37 @@ def test_kill_during_growth_regrows_identically(grown, tiny_config, monkeypatch)
     assert json.loads((run_dir / "coordinator.json").read_text())["phase"] == "growing"
     assert not (run_dir / "stage-1" / "init").exists()
     monkeypatch.delenv("RAYGROW_FAULT")
-    assert driver.train(config, show_progress=False)["complete"]
-    assert_same_tensors(tensors(run_dir / "stage-1" / "init"), tensors(Path(reference.run_dir) / "stage-1" / "init"))
+    summary = driver.train(config, show_progress=False)
+    assert summary["complete"]
+
+    state, meta = checkpoint.load(checkpoint.latest_valid(run_dir / "stage-0"))
+    direct = grow(state, Shape(**SMALL), Shape(**wide), meta["vocab"], "masked", "masked",
+                  seed=config.train.seed + 1)
+    assert_same_tensors(tensors(run_dir / "stage-1" / "init"), direct.state.params)
+    (transition,) = summary["transitions"]
+    assert transition["function_preserving"]
+    assert transition["val_loss_after"] == pytest.approx(transition["val_loss_before"], abs=1e-4)
+    assert summary["stages"][1]["final_val_loss"] < transition["val_loss_after"]
+
+
+def test_baseline_is_a_sibling_run_with_the_same_flops(grown):
+    config, summary = grown
+    result = driver.train_with_baseline(config, show_progress=False)  # the plan itself is done: not rerun
+    baseline = result["baseline"]
+    assert baseline["name"] == f"{config.name}-baseline"
+    step_flops = (summary["stages"][1]["flops"] / summary["stages"][1]["steps"])
+    assert abs(baseline["flops"] - summary["total_flops"]) <= step_flops
+    assert json.loads((Path(config.run_dir) / "summary.json").read_text())["baseline"] == baseline
+    assert (Path(config.storage) / baseline["name"] / "export" / "config.json").exists()
+
+
+def test_a_stage_the_cluster_cannot_hold_is_refused_before_training(ray_local, tiny_config):
+    from raygrow.errors import ConfigError
+
+    config = tiny_config("too-big", train={"workers": 8, "micro_batch": 2})
+    with pytest.raises(ConfigError, match="train.workers: 8 worker\\(s\\) need 8 CPU but the cluster has 4 CPU"):
+        driver.train(config, show_progress=False)
+    assert not (Path(config.run_dir) / "stage-0").exists()
 
 
 def _capture(function, *args):

@@ -11,6 +11,7 @@ steps is warm-up and is left out of every figure.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -49,18 +50,25 @@ def bare_loop(config: RunConfig, vocab: int, steps: int, warmup: int, threads: i
     return (steps - warmup) * config.batch_rows * config.data.seq_len / (time.perf_counter() - started)
 
 
-def raygrow_run(plan: str, storage: str, workers: int, steps: int, warmup: int) -> float:
+def single_stage(plan: str) -> RunConfig:
+    """The plan's final shape as one stage (a growth plan's last model is what is benchmarked)."""
+    config = load_config(plan)
+    return dataclasses.replace(config, model=config.plan_stages[-1].shape, stages=[])
+
+
+def raygrow_run(config: RunConfig, storage: str, workers: int, steps: int, warmup: int) -> float:
     """tokens/s that `raygrow train` itself reports, after the warm-up window."""
     from raygrow import driver
 
     cpus = os.cpu_count() or 1
-    config = load_config(plan, [f"name=bench-{workers}w", f"storage={storage}", f"train.workers={workers}",
-                                f"train.cpus_per_worker={max(1, cpus // workers)}",
-                                f"train.tokens={steps * load_config(plan).train.batch_tokens}",
-                                f"train.log_every={warmup}", f"train.val_every={steps}",
-                                f"checkpoint.every_steps={steps}", "train.deterministic=false"])
-    driver.train(config, show_progress=False)
-    records = [json.loads(line) for line in (Path(config.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    train = dataclasses.replace(config.train, workers=workers, cpus_per_worker=max(1, cpus // workers),
+                                tokens=steps * config.train.batch_tokens, log_every=warmup, val_every=steps,
+                                deterministic=False)
+    run = dataclasses.replace(config, name=f"bench-{workers}w", storage=storage, train=train,
+                              data=dataclasses.replace(config.data, cache_dir=config.dataset_root),
+                              checkpoint=dataclasses.replace(config.checkpoint, every_steps=steps))
+    driver.train(run, show_progress=False)
+    records = [json.loads(line) for line in (Path(run.run_dir) / "metrics.jsonl").read_text().splitlines()]
     windows = [r for r in records if "tokens_per_s" in r][1:]  # drop the warm-up window
     return sum(r["tokens_per_s"] for r in windows) / len(windows)
 
@@ -71,7 +79,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per measurement")
     parser.add_argument("--warmup", type=int, default=8, help="steps left out as warm-up")
     args = parser.parse_args()
-    config = load_config(args.plan)
+    config = single_stage(args.plan)
     from raygrow.data import load_tokenizer
 
     vocab = config.model.vocab or load_tokenizer(config.data.tokenizer).vocab_size
@@ -80,7 +88,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="raygrow-bench-") as storage:
         for workers in (1, 2):
             figures[f"raygrow train, {workers} worker(s)"] = raygrow_run(
-                args.plan, storage, workers, args.steps, args.warmup)
+                config, storage, workers, args.steps, args.warmup)
     bare = figures["bare PyTorch loop"]
     print(f"\nmodel {config.model.layers}x{config.model.hidden}, batch {config.train.batch_tokens} tokens, "
           f"micro-batch {config.train.micro_batch}, {threads} CPU threads, {args.steps - args.warmup} timed steps")

@@ -10,6 +10,7 @@ state is used directly.
 from __future__ import annotations
 
 import deepspeed
+import deepspeed.ops
 import torch
 from deepspeed.utils import (
     safe_get_full_fp32_param,
@@ -39,7 +40,18 @@ def deepspeed_config(config: RunConfig, workers: int) -> dict:
     }
 
 
+def _plain_gloo_on_cpu() -> None:
+    """On CPU, DeepSpeed JIT-compiles a shared-memory allreduce op when it sets up its comm
+    backend. Its compiler flags come from a CPU probe that answers differently under load, so
+    worker processes kept rebuilding it (about a minute of gcc on 2 cores per stage start, seen
+    here). DeepSpeed keeps op compatibility in one module-level dict meant to be edited; marking
+    the op incompatible makes it use plain gloo collectives."""
+    if not torch.cuda.is_available():
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def build_engine(model: torch.nn.Module, config: RunConfig, workers: int):
+    _plain_gloo_on_cpu()
     train = config.train
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # norms: no weight decay

@@ -256,7 +256,8 @@ def train_fn(loop_config: dict) -> None:
     stop_at = min(config.total_steps, config.train.stop_after or config.total_steps)
     window = Window()
     if worker.started_from_growth:  # the loss right after growth, for the function-preservation log
-        worker.emit({"event": "growth", "step": 0, "val_loss": worker.validate()})
+        worker.emit({"event": "growth", "step": 0, "val_loss": worker.validate(),
+                     "tokens": worker.progress.tokens, "flops": worker.progress.flops})
     while worker.progress.step < stop_at:
         started = time.perf_counter()
         result = worker.train_step()
