@@ -28,6 +28,10 @@ def check(config: RunConfig) -> None:
         if stage.shape is None:
             raise ConfigError(f"stages[{index}].shape", "required to train (params-only stages are for "
                               "`raygrow plan`)")
+    for name, path in (("storage", config.storage), ("data.cache_dir", config.data.cache_dir or "")):
+        if "://" in path:
+            raise ConfigError(name, f"{path}: object-store paths are not supported yet; use a filesystem "
+                              "path that every node mounts")
     check_sources(config.data)
     run_dir = Path(config.run_dir)
     if run_dir.exists() and not run_dir.is_dir():

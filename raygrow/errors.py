@@ -13,6 +13,9 @@ class ConfigError(RaygrowError):
         self.message = message
         super().__init__(f"{field}: {message}" if field else message)
 
+    def __reduce__(self):  # Ray ships errors between processes: keep both fields through pickling
+        return ConfigError, (self.field, self.message)
+
     def under(self, prefix: str) -> "ConfigError":
         """The same error, with its field placed under `prefix` (a parent section)."""
         if not self.field:
