@@ -45,7 +45,9 @@ def ensure_ray() -> bool:
     if ray.is_initialized():
         return os.environ.get("RAYGROW_AUTOSCALING", "") == "1"
     joining = bool(os.environ.get("RAY_ADDRESS"))
-    ray.init(logging_level=logging.WARNING, log_to_driver=True,
+    # An embedded cluster runs no dashboard: on a small machine its processes take CPU from
+    # training (start one with `ray start --head` and set RAY_ADDRESS to have it).
+    ray.init(logging_level=logging.WARNING, log_to_driver=True, include_dashboard=None if joining else False,
              runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::FutureWarning"}})
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     return joining and os.environ.get("RAYGROW_AUTOSCALING", "1") == "1"

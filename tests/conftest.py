@@ -45,7 +45,8 @@ def tiny_config(tmp_path_factory, dataset_cache):
             "model": {"layers": 2, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64},
             "train": {"tokens": 6 * 512, "batch_tokens": 512, "micro_batch": 4, "workers": 1,
                       "cpus_per_worker": 1, "zero_stage": 2, "lr": 1e-3, "warmup_steps": 2,
-                      "log_every": 1, "val_every": 3, "val_rows": 8, "max_failures": 0},
+                      "log_every": 1, "val_every": 3, "val_rows": 8, "max_failures": 0,
+                      "deterministic": True},
             "checkpoint": {"every_steps": 2, "keep": 5},
         }
         for section, values in sections.items():
