@@ -118,9 +118,8 @@ def baseline_config(config: RunConfig, total_flops: float, vocab: int) -> RunCon
     final = config.plan_stages[-1].shape
     per_token = flops_per_token(final, final.vocab or vocab, config.data.seq_len)
     batches = max(1, round(total_flops / per_token / config.train.batch_tokens))
-    train = dataclasses.replace(config.train, tokens=batches * config.train.batch_tokens,
-                                workers=config.worker_range(config.plan_stages[-1])[1],
-                                zero_stage=config.plan_stages[-1].zero_stage or config.train.zero_stage)
+    last = config.stage_config(len(config.plan_stages) - 1)  # the final stage's workers and ZeRO stage
+    train = dataclasses.replace(last.train, tokens=batches * config.train.batch_tokens)
     data = dataclasses.replace(config.data, cache_dir=config.dataset_root)
     return dataclasses.replace(config, model=final, stages=[], name=f"{config.name}-baseline", train=train,
                                data=data)

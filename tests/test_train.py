@@ -165,3 +165,12 @@ def test_grow_cli_on_a_real_export(reference, tmp_path):
     ids = torch.randint(0, small.config.vocab_size, (2, 16))
     with torch.no_grad():
         assert (grown(input_ids=ids).logits - small(input_ids=ids).logits).abs().max() <= 1e-4
+
+
+def test_bf16_trains_on_cpu(tiny_config, ray_local):
+    """The bf16 path (DeepSpeed's bf16 optimizer, fp32 master weights) runs and checkpoints."""
+    config = tiny_config("bf16", train={"precision": "bf16", "tokens": 2 * 512})
+    summary = driver.train(config, show_progress=False)
+    assert summary["complete"] and summary["stages"][0]["final_train_loss"] < 6.0
+    state, _ = checkpoint.load(checkpoint.latest_valid(Path(config.run_dir) / "stage-0"))
+    assert all(t.dtype == torch.float32 for t in state.params.values())  # fp32 master copy
