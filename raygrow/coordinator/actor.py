@@ -43,7 +43,7 @@ class Coordinator:
     """Runs a plan: rescaling → training → growing per stage, persisted in coordinator.json."""
 
     def __init__(self, config: dict, dataset_dir: str, autoscaling: bool, fault: str | None = None):
-        if fault:  # test hook (see raygrow.train.checkpoint._fault): reaches this actor's process
+        if fault:  # test hook (see raygrow.train.checkpoint.fault_point): reaches this actor's process
             os.environ["RAYGROW_FAULT"] = fault
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         self.config: RunConfig = from_dict(RunConfig, config)

@@ -46,7 +46,7 @@ def grow_into_stage(config: RunConfig, run_dir: Path, index: int) -> dict:
     tmp = target.with_name(f"{INIT_DIR}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     checkpoint.save(tmp, result.state, grown_meta)
-    checkpoint._fault(f"grow:{index}")
+    checkpoint.fault_point(f"grow:{index}")
     shutil.rmtree(target, ignore_errors=True)  # a stale, unverified leftover of a killed growth
     os.replace(tmp, target)
     log.info("stage %d → %d: %s/%s growth, function-preserving %s, optimizer %s, LR %s (%.1f s)",

@@ -45,7 +45,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fault(point: str) -> None:
+def fault_point(point: str) -> None:
     """Test hook: RAYGROW_FAULT=<point> kills this process at that point, like a crash would."""
     if os.environ.get("RAYGROW_FAULT") == point:
         log.error("RAYGROW_FAULT=%s: crashing on purpose", point)
@@ -58,7 +58,7 @@ def save(directory: str | Path, state: TrainState, meta: dict[str, Any]) -> None
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({name: t.contiguous() for name, t in state.params.items()}, directory / "model.safetensors")
-    _fault(f"save_after_model:{meta.get('step')}")
+    fault_point(f"save_after_model:{meta.get('step')}")
     moments = {f"{key}/{name}": t.contiguous()
                for key in MOMENTS for name, t in getattr(state, key).items()}
     save_file(moments, directory / "optimizer.safetensors")

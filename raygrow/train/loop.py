@@ -56,7 +56,7 @@ class Worker:
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
         torch.set_num_threads(loop_config["threads"])
-        if loop_config.get("fault"):  # test hook, see checkpoint._fault
+        if loop_config.get("fault"):  # test hook, see checkpoint.fault_point
             os.environ["RAYGROW_FAULT"] = loop_config["fault"]
         if self.config.train.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
