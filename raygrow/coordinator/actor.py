@@ -13,13 +13,13 @@ from raygrow.config import RunConfig, from_dict
 from raygrow.coordinator.growth import grow_into_stage, init_dir, stage_dir
 from raygrow.coordinator.state import CoordinatorState
 from raygrow.coordinator.summary import (
-    merged_records, stage_records, stage_summary, transition_summary, write_json, write_metrics,
+    merged_records, stage_records, stage_summary, transition_summary, write_json,
 )
 from raygrow.data import Manifest
 from raygrow.export import export_checkpoint
 from raygrow.report import plot_run
 from raygrow.train import checkpoint
-from raygrow.train.stage import StageLaunch, check_schedulable, fit_stage
+from raygrow.train.stage import StageLaunch, check_schedulable, fit_stage, write_jsonl
 
 log = logging.getLogger("raygrow")
 
@@ -130,6 +130,6 @@ class Coordinator:
                    "wall_s": self.state.wall_s, "dataset": self.dataset_dir, "config": self.config.to_dict()}
         write_json(self.run_dir / "summary.json", summary)
         merged = merged_records(self.run_dir, count)
-        write_metrics(self.run_dir / "metrics.jsonl", merged)
+        write_jsonl(self.run_dir / "metrics.jsonl", merged)
         plot_run(merged, self.run_dir / "report.png", title=self.config.name)
         return summary

@@ -52,6 +52,14 @@ def worker_resources(config: RunConfig, workers: int) -> tuple[dict, bool, int]:
     return ({"CPU": cpus, **({"GPU": 1} if use_gpu else {})}, use_gpu, max(1, int(cpus)))
 
 
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    """Replace `path` with `records` as JSON lines, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, path)
+
+
 class MetricsLog:
     """Appends rank 0's records to <stage>/metrics.jsonl; a resume drops records past its step."""
 
@@ -64,15 +72,19 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
     def write(self, new: list[dict]) -> None:
+        stamped = [{**record, "time": time.time()} for record in new]
+        resumes = [r for r in stamped if r.get("event") == "resume"]
+        if not resumes:  # the common case: append, without reading the file back
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as handle:
+                handle.write("".join(json.dumps(r) + "\n" for r in stamped))
+            return
         kept = self.records()
-        for record in new:
+        for record in stamped:
             if record.get("event") == "resume":
                 kept = [r for r in kept if r.get("step", 0) <= record["step"] or "event" in r]
-            kept.append({**record, "time": time.time()})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+            kept.append(record)
+        write_jsonl(self.path, kept)
 
 
 def _fit_streaming_metrics(trainer: TorchTrainer, sink, metrics: MetricsLog, on_record) -> None:
