@@ -1,7 +1,8 @@
 """The driver of a run: validate, prepare data, start the coordinator, show progress.
 
 Order matters for invariant 5: everything that can be checked without a cluster (config, corpus
-paths, tokenizer) is checked before Ray starts or anything is written.
+paths, tokenizer, S3 endpoint, credentials and buckets) is checked before Ray starts or anything
+is written.
 """
 
 from __future__ import annotations
@@ -9,13 +10,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from pathlib import Path
 
 import ray
 from tqdm import tqdm
 
 from raygrow.config import RunConfig
-from raygrow.data import check_sources, dataset_dir, prepare
+from raygrow.data import check_sources, dataset_dir, prepare, storage
 from raygrow.errors import ConfigError, RaygrowError
 from raygrow.model import flops_per_token
 
@@ -28,14 +28,25 @@ def check(config: RunConfig) -> None:
         if stage.shape is None:
             raise ConfigError(f"stages[{index}].shape", "required to train (params-only stages are for "
                               "`raygrow plan`)")
-    for name, path in (("storage", config.storage), ("data.cache_dir", config.data.cache_dir or "")):
-        if "://" in path:
-            raise ConfigError(name, f"{path}: object-store paths are not supported yet; use a filesystem "
-                              "path that every node mounts")
+    check_storage(config)
     check_sources(config.data)
-    run_dir = Path(config.run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError("name", f"{run_dir} exists and is not a directory")
+    if storage.info(config.run_dir).type not in (storage.FileType.NotFound, storage.FileType.Directory):
+        raise ConfigError("name", f"{config.run_dir} exists and is not a directory")
+
+
+def check_storage(config: RunConfig) -> None:
+    """Set this process's S3 settings and probe every s3:// location the run uses: endpoint
+    reachable, credentials accepted, bucket present, writable where the run writes. Local paths
+    need no probe."""
+    storage.configure_s3(config.s3.endpoint_url, config.s3.region)
+    locations = {}  # path → (setting, written by the run?)
+    for setting, path, write in (("storage", config.run_dir, True),
+                                 ("data.cache_dir" if config.data.cache_dir else "storage", config.dataset_root, True),
+                                 ("data.source", config.data.source, False)):
+        if storage.is_remote(path) and (path not in locations or write):
+            locations[path] = (setting, write)
+    for path, (setting, write) in locations.items():
+        storage.probe(path, setting, write)
 
 
 def ensure_ray() -> bool:
@@ -98,7 +109,7 @@ def train(config: RunConfig, show_progress: bool = True) -> dict:
                               "tokens; raise it or leave it unset")
     from raygrow.coordinator import Coordinator
 
-    name = f"raygrow:{Path(config.run_dir).resolve()}"
+    name = f"raygrow:{storage.canonical(config.run_dir)}"
     try:
         ray.get_actor(name)
         raise RaygrowError(f"run {config.name} is already running on this cluster; wait for it or pick "
@@ -139,11 +150,11 @@ def train_with_baseline(config: RunConfig, show_progress: bool = True) -> dict:
     vocab = Manifest.load(dataset_dir(config)).vocab_size
     sibling = baseline_config(config, summary["total_flops"], vocab)
     baseline = train(sibling, show_progress)
-    run_dir = Path(config.run_dir)
+    run_dir = config.run_dir
     summary["baseline"] = {"name": sibling.name, "flops": baseline["total_flops"],
                            "tokens": baseline["total_tokens"],
                            "final_val_loss": baseline["stages"][-1]["final_val_loss"]}
-    write_json(run_dir / "summary.json", summary)
-    plot_run(MetricsLog(run_dir).records(), run_dir / "report.png", title=config.name,
-             baseline=MetricsLog(Path(sibling.run_dir)).records())
+    write_json(storage.join(run_dir, "summary.json"), summary)
+    plot_run(MetricsLog(run_dir).records(), storage.join(run_dir, "report.png"), title=config.name,
+             baseline=MetricsLog(sibling.run_dir).records())
     return summary

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from raygrow.config import Shape
-from raygrow.data import Manifest, load_tokenizer
+from raygrow.data import Manifest, load_tokenizer, storage
 from raygrow.grow.state import load_into_model
 from raygrow.train import checkpoint
 
 
-def export_checkpoint(checkpoint_dir: Path, out_dir: Path, manifest: Manifest) -> Path:
-    """Write safetensors weights, config and tokenizer files; replaces `out_dir` atomically."""
+def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, manifest: Manifest) -> str | Path:
+    """Write safetensors weights, config and tokenizer files; replaces `out_dir` (local or s3://)
+    atomically locally; on S3 `config.json` is uploaded last, so an interrupted upload does not load."""
     state, meta = checkpoint.load(checkpoint_dir)
     model = load_into_model(state, Shape(**meta["shape"]), meta["vocab"], eos_id=manifest.eos_id)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    load_tokenizer(manifest.tokenizer).save_pretrained(str(tmp))
-    old = out_dir.with_name(out_dir.name + ".old")
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    with storage.staged_dir(out_dir, last="config.json") as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        load_tokenizer(manifest.tokenizer).save_pretrained(str(staging))
     return out_dir

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from raygrow.data import storage  # noqa: E402
 
 
 def _growth_points(records: list[dict], key: str) -> list[float]:
@@ -22,7 +25,7 @@ def _growth_points(records: list[dict], key: str) -> list[float]:
     return points
 
 
-def plot_run(records: list[dict], path: Path, title: str = "", baseline: list[dict] | None = None) -> None:
+def plot_run(records: list[dict], path: str | Path, title: str = "", baseline: list[dict] | None = None) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     runs = [("", records)] + ([("baseline ", baseline)] if baseline else [])
     for axis, x_key, label in ((axes[0], "tokens", "tokens"), (axes[1], "flops", "training FLOPs")):
@@ -40,5 +43,7 @@ def plot_run(records: list[dict], path: Path, title: str = "", baseline: list[di
         axis.legend(fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=100)
     plt.close(figure)
+    storage.write_bytes(path, image.getvalue())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 
 import ray
 
@@ -15,7 +14,7 @@ from raygrow.coordinator.state import CoordinatorState
 from raygrow.coordinator.summary import (
     merged_records, stage_records, stage_summary, transition_summary, write_json,
 )
-from raygrow.data import Manifest
+from raygrow.data import Manifest, storage
 from raygrow.export import export_checkpoint
 from raygrow.report import plot_run
 from raygrow.train import checkpoint
@@ -47,7 +46,8 @@ class Coordinator:
             os.environ["RAYGROW_FAULT"] = fault
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         self.config: RunConfig = from_dict(RunConfig, config)
-        self.run_dir = Path(self.config.run_dir).resolve()
+        storage.configure_s3(self.config.s3.endpoint_url, self.config.s3.region)
+        self.run_dir = storage.canonical(self.config.run_dir)
         self.dataset_dir = dataset_dir
         self.autoscaling = autoscaling
         self.manifest = Manifest.load(dataset_dir)
@@ -98,7 +98,7 @@ class Coordinator:
         launch = StageLaunch(
             dataset_dir=self.dataset_dir,
             workers=self.config.plan_stages[index].workers or stage_config.train.workers,
-            init_from=str(init_dir(self.run_dir, index)) if index > 0 else None,
+            init_from=init_dir(self.run_dir, index) if index > 0 else None,
             schedule=self.state.schedules[index], masks=growth.get("masks"),
             ramp_steps=growth.get("ramp_steps", 0))
         records = fit_stage(stage_config, launch,
@@ -108,9 +108,9 @@ class Coordinator:
 
     def _export(self, index: int) -> None:
         final = checkpoint.latest_valid(stage_dir(self.run_dir, index))
-        export_checkpoint(final, stage_dir(self.run_dir, index) / "export", self.manifest)
+        export_checkpoint(final, storage.join(stage_dir(self.run_dir, index), "export"), self.manifest)
         if index == len(self.config.plan_stages) - 1:
-            export_checkpoint(final, self.run_dir / "export", self.manifest)
+            export_checkpoint(final, storage.join(self.run_dir, "export"), self.manifest)
 
     def _summarise(self) -> dict:
         count = len(self.config.plan_stages)
@@ -128,8 +128,8 @@ class Coordinator:
         summary = {"name": self.config.name, "complete": self.state.phase == "done", "stages": summaries,
                    "transitions": transitions, "total_tokens": start["tokens"], "total_flops": start["flops"],
                    "wall_s": self.state.wall_s, "dataset": self.dataset_dir, "config": self.config.to_dict()}
-        write_json(self.run_dir / "summary.json", summary)
+        write_json(storage.join(self.run_dir, "summary.json"), summary)
         merged = merged_records(self.run_dir, count)
-        write_jsonl(self.run_dir / "metrics.jsonl", merged)
-        plot_run(merged, self.run_dir / "report.png", title=self.config.name)
+        write_jsonl(storage.join(self.run_dir, "metrics.jsonl"), merged)
+        plot_run(merged, storage.join(self.run_dir, "report.png"), title=self.config.name)
         return summary

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
-from pathlib import Path
 
 from raygrow.config import RunConfig
+from raygrow.data import storage
 from raygrow.errors import CheckpointError
 from raygrow.grow import grow
 from raygrow.train import checkpoint
@@ -18,15 +16,15 @@ log = logging.getLogger("raygrow")
 INIT_DIR = "init"  # <run>/stage-<k>/init: the grown checkpoint stage k starts from
 
 
-def stage_dir(run_dir: Path, index: int) -> Path:
-    return run_dir / f"stage-{index}"
+def stage_dir(run_dir: str, index: int) -> str:
+    return storage.join(run_dir, f"stage-{index}")
 
 
-def init_dir(run_dir: Path, index: int) -> Path:
-    return stage_dir(run_dir, index) / INIT_DIR
+def init_dir(run_dir: str, index: int) -> str:
+    return storage.join(stage_dir(run_dir, index), INIT_DIR)
 
 
-def grow_into_stage(config: RunConfig, run_dir: Path, index: int) -> dict:
+def grow_into_stage(config: RunConfig, run_dir: str, index: int) -> dict:
     """Grow stage index-1's final checkpoint into <run>/stage-<index>/init (atomically).
 
     Deterministic (seeded per stage), so a growth interrupted and redone gives the same tensors.
@@ -41,14 +39,11 @@ def grow_into_stage(config: RunConfig, run_dir: Path, index: int) -> dict:
     spec = after.growth
     result = grow(state, before.shape, after.shape, meta["vocab"], spec.depth_op, spec.width_op,
                   optimizer=spec.optimizer, layer_order=spec.layer_order, seed=config.train.seed + index)
-    grown_meta = {**meta, "step": 0, "shape": after.shape.__dict__, "grown_from": source.name}
-    target = init_dir(run_dir, index)
-    tmp = target.with_name(f"{INIT_DIR}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    checkpoint.save(tmp, result.state, grown_meta)
-    checkpoint.fault_point(f"grow:{index}")
-    shutil.rmtree(target, ignore_errors=True)  # a stale, unverified leftover of a killed growth
-    os.replace(tmp, target)
+    grown_meta = {**meta, "step": 0, "shape": after.shape.__dict__, "grown_from": storage.base_name(source)}
+    # Replaces a stale, unverified leftover of a killed growth; the marker goes last.
+    with storage.staged_dir(init_dir(run_dir, index), last=checkpoint.MARKER) as staging:
+        checkpoint.save(staging, result.state, grown_meta)
+        checkpoint.fault_point(f"grow:{index}")
     log.info("stage %d → %d: %s/%s growth, function-preserving %s, optimizer %s, LR %s (%.1f s)",
              index - 1, index, spec.depth_op, spec.width_op, result.function_preserving,
              result.optimizer_policy, spec.lr or result.lr_policy, time.perf_counter() - started)

@@ -9,9 +9,9 @@ was in: a finished stage is never retrained, a growth is never applied twice.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+
+from raygrow.data import storage
 
 PHASES = ("rescaling", "training", "growing", "done")
 STATE_FILE = "coordinator.json"
@@ -31,13 +31,11 @@ class CoordinatorState:
         if stage is not None:
             self.stage = stage
 
-    def save(self, run_dir: Path) -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        os.replace(tmp, run_dir / STATE_FILE)
+    def save(self, run_dir: str) -> None:
+        storage.make_dirs(run_dir)
+        storage.write_bytes(storage.join(run_dir, STATE_FILE), json.dumps(asdict(self), indent=1).encode())
 
     @classmethod
-    def load(cls, run_dir: Path) -> "CoordinatorState":
-        path = run_dir / STATE_FILE
-        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+    def load(cls, run_dir: str) -> "CoordinatorState":
+        path = storage.join(run_dir, STATE_FILE)
+        return cls(**json.loads(storage.read_bytes(path))) if storage.exists(path) else cls()

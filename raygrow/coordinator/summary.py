@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 from raygrow.config import RunConfig
+from raygrow.data import storage
 from raygrow.model import param_counts
 from raygrow.train.stage import MetricsLog
 
 
-def stage_records(run_dir: Path, index: int) -> list[dict]:
-    return MetricsLog(run_dir / f"stage-{index}").records()
+def stage_records(run_dir: str, index: int) -> list[dict]:
+    return MetricsLog(storage.join(run_dir, f"stage-{index}")).records()
 
 
 def _steps(records: list[dict]) -> list[dict]:
@@ -57,11 +56,9 @@ def transition_summary(growth: dict, before: list[dict], after: list[dict]) -> d
     }
 
 
-def merged_records(run_dir: Path, stages: int) -> list[dict]:
+def merged_records(run_dir: str, stages: int) -> list[dict]:
     return [{**record, "stage": index} for index in range(stages) for record in stage_records(run_dir, index)]
 
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+def write_json(path: str, data: dict) -> None:
+    storage.write_bytes(path, json.dumps(data, indent=1).encode())

@@ -9,7 +9,8 @@ file order, so the same config gives byte-identical shards. Documents go to vali
 of their text, so the split never depends on order or on which other documents are present.
 
 Crash safety: everything is written into a hidden temp directory, manifest last, then renamed to
-the dataset directory; a directory without a valid manifest is never taken as complete.
+the dataset directory; a directory without a valid manifest is never taken as complete. On S3,
+which cannot rename, the shards are written in place, manifest last, for the same guarantee.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def _plan(config: RunConfig) -> _Plan:
         "rows_per_shard": data.rows_per_shard,
     }
     digest = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
-    _, root = storage.resolve(config.dataset_root)
+    root = storage.canonical(config.dataset_root)
     return _Plan(data, files, tokenizer, f"{root}/{_slug(data)}-{digest}")
 
 
@@ -100,6 +101,8 @@ def prepare(config: RunConfig, show_progress: bool = True) -> Manifest:
         logger.info("dataset %s is already prepared (%d train rows); reusing it", plan.directory,
                     manifest.train_rows)
         return manifest
+    if storage.is_remote(plan.directory):
+        return _prepare_in_place(plan, show_progress)
     parent, name = plan.directory.rsplit("/", 1)
     temp = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
@@ -113,6 +116,23 @@ def prepare(config: RunConfig, show_progress: bool = True) -> Manifest:
         return _publish(temp, plan.directory, manifest)
     finally:
         storage.remove_tree(temp)  # gone after a publish; a half-written attempt otherwise
+
+
+def _prepare_in_place(plan: _Plan, show_progress: bool) -> Manifest:
+    """Object stores: write straight into the dataset directory (a rename would copy every shard);
+    the manifest, written last, marks it complete, and a leftover without one is cleared first.
+    Two processes preparing the same key write the same bytes."""
+    storage.remove_tree(plan.directory)
+    manifest = _pack(plan, plan.directory, show_progress)
+    manifest.save(plan.directory)
+    _log_prepared(plan.directory, manifest)
+    return manifest
+
+
+def _log_prepared(directory: str, manifest: Manifest) -> None:
+    logger.info("prepared %s: %d train rows in %d shards, %d validation rows, %d documents",
+                directory, manifest.train_rows, len(manifest.train_shards), manifest.val_rows,
+                manifest.documents)
 
 
 def _publish(temp: str, directory: str, manifest: Manifest) -> Manifest:
@@ -129,9 +149,7 @@ def _publish(temp: str, directory: str, manifest: Manifest) -> Manifest:
             return Manifest.load(directory)  # another process published first: same config, same rows
         raise DataError(f"cannot move the prepared dataset to {directory} ({error}); check that "
                         "the directory is writable") from None
-    logger.info("prepared %s: %d train rows in %d shards, %d validation rows, %d documents",
-                directory, manifest.train_rows, len(manifest.train_shards), manifest.val_rows,
-                manifest.documents)
+    _log_prepared(directory, manifest)
     return manifest
 
 
@@ -211,7 +229,7 @@ def _tokenized_batches(plan: _Plan, show_progress: bool) -> Iterator[pa.Table]:
     with _data_context(show_progress):
         dataset = (ray.data.from_items(items, override_num_blocks=blocks)
                    .map_batches(_read_batch, batch_format="pyarrow", batch_size=None,
-                                fn_kwargs={"text_field": data.text_field})
+                                fn_kwargs={"text_field": data.text_field, "s3": storage.s3_settings()})
                    .map_batches(_tokenize_batch, batch_format="pyarrow", batch_size=None,
                                 fn_kwargs={"tokenizer": normalize_spec(data.tokenizer),
                                            "val_fraction": data.val_fraction}))
@@ -233,13 +251,14 @@ def _data_context(show_progress: bool):
         context.execution_options.preserve_order, context.enable_progress_bars = saved
 
 
-def _read_batch(files: pa.Table, text_field: str) -> pa.Table:
+def _read_batch(files: pa.Table, text_field: str, s3: storage.S3Settings) -> pa.Table:
     """Ray task: the documents of a block of files, in order.
 
     A malformed file ends the block with a row carrying the DataError's message: raised inside
     the task, Ray would wrap it into a multi-line traceback; as data, the driver raises it as the
     one-line error it is, at the right place in document order.
     """
+    storage.configure_s3(s3.endpoint_url, s3.region)  # this task's process has its own settings
     texts, replaced, errors = [], [], []
     try:
         for item in files.to_pylist():

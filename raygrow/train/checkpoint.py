@@ -9,11 +9,14 @@ A directory without a matching `complete.json` is incomplete (a crash during sav
 tampered with, and is never loaded. Nothing is unpickled: safetensors and JSON only. Because the
 state is full and keyed by name, a run resumes at any worker count and ZeRO stage, and growth
 reads the same files.
+
+`save` writes a local directory (Ray Train uploads it, or `storage.staged_dir` publishes it);
+everything that reads takes a local path or an s3:// URI. Local checkpoints come back as `Path`,
+object-store ones as URI strings.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,6 +26,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from raygrow.data import storage
 from raygrow.errors import CheckpointError
 from raygrow.grow.state import TrainState
 
@@ -35,14 +39,6 @@ MOMENTS = ("exp_avg", "exp_avg_sq")
 
 def dir_name(step: int) -> str:
     return f"checkpoint_{step:08d}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fault_point(point: str) -> None:
@@ -64,7 +60,7 @@ def save(directory: str | Path, state: TrainState, meta: dict[str, Any]) -> None
     save_file(moments, directory / "optimizer.safetensors")
     meta = {**meta, "optimizer_step": state.step}
     (directory / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": storage.sha256(p)}
              for p in sorted(directory.iterdir()) if p.name != MARKER}
     tmp = directory / (MARKER + ".tmp")
     tmp.write_text(json.dumps({"files": files}, indent=1))
@@ -73,45 +69,44 @@ def save(directory: str | Path, state: TrainState, meta: dict[str, Any]) -> None
 
 def verify(directory: str | Path) -> None:
     """Raise CheckpointError unless every file matches the completion marker."""
-    directory = Path(directory)
-    marker = directory / MARKER
-    if not marker.is_file():
+    marker = storage.join(directory, MARKER)
+    if not storage.exists(marker):
         raise CheckpointError(f"{directory}: incomplete checkpoint (no {MARKER})")
     try:
-        files = json.loads(marker.read_text())["files"]
+        files = json.loads(storage.read_bytes(marker))["files"]
     except (ValueError, KeyError):
         raise CheckpointError(f"{marker}: unreadable completion marker") from None
     for name, expected in files.items():
-        path = directory / name
-        if not path.is_file() or path.stat().st_size != expected["bytes"]:
+        path = storage.join(directory, name)
+        entry = storage.info(path)
+        if entry.type != storage.FileType.File or entry.size != expected["bytes"]:
             raise CheckpointError(f"{path}: missing or truncated")
-        if _sha256(path) != expected["sha256"]:
+        if storage.sha256(path) != expected["sha256"]:
             raise CheckpointError(f"{path}: contents changed since the checkpoint was written")
 
 
 def load(directory: str | Path) -> tuple[TrainState, dict[str, Any]]:
-    """Verify, then read a checkpoint (safetensors and JSON only; nothing is unpickled)."""
-    directory = Path(directory)
-    verify(directory)
-    moments = load_file(directory / "optimizer.safetensors")
-    meta = json.loads((directory / "state.json").read_text())
-    state = TrainState(params=load_file(directory / "model.safetensors"), step=meta["optimizer_step"])
+    """Verify, then read a checkpoint (safetensors and JSON only; nothing is unpickled). One on
+    S3 is downloaded first and the download is what gets verified and read."""
+    with storage.local_copy(directory) as local:
+        verify(local)
+        moments = load_file(local / "optimizer.safetensors")
+        meta = json.loads((local / "state.json").read_text())
+        state = TrainState(params=load_file(local / "model.safetensors"), step=meta["optimizer_step"])
     for key in MOMENTS:
         prefix = f"{key}/"
         getattr(state, key).update({n[len(prefix):]: t for n, t in moments.items() if n.startswith(prefix)})
     return state, meta
 
 
-def candidates(run_dir: str | Path) -> list[Path]:
+def candidates(run_dir: str | Path) -> list[str | Path]:
     """Checkpoint directories of a run, newest step first."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := DIR_PATTERN.match(p.name))]
-    return [p for _, p in sorted(found, reverse=True)]
+    found = [(int(m.group(1)), entry.path) for entry in storage.list_files(run_dir, recursive=False)
+             if entry.type == storage.FileType.Directory and (m := DIR_PATTERN.match(storage.base_name(entry.path)))]
+    return [path if storage.is_remote(path) else Path(path) for _, path in sorted(found, reverse=True)]
 
 
-def latest_valid(run_dir: str | Path) -> Path | None:
+def latest_valid(run_dir: str | Path) -> str | Path | None:
     """The newest checkpoint that verifies; broken ones are reported and skipped, never loaded."""
     found = candidates(run_dir)
     for path in found:

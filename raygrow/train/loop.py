@@ -15,7 +15,6 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import ray.train
 import ray.train.torch
@@ -24,9 +23,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from raygrow.config import RunConfig, from_dict
-from raygrow.data import Manifest, PackedRows
+from raygrow.data import Manifest, PackedRows, storage
 from raygrow.grow import MaskSpec, apply_masks, fold, mask_value, set_mask_value
-from raygrow.model import build_model, flops_per_token
+from raygrow.model import build_model, compile_blocks, flops_per_token
 from raygrow.train import checkpoint
 from raygrow.train.engine import build_engine, gather_full_state, load_full_state, set_lr
 from raygrow.train.metrics import device_peak
@@ -50,7 +49,7 @@ class Worker:
 
     def __init__(self, loop_config: dict):
         self.config: RunConfig = from_dict(RunConfig, loop_config["config"])
-        self.run_dir = Path(loop_config["run_dir"])
+        self.run_dir: str = loop_config["run_dir"]  # a local path or an s3:// URI
         self.sink = loop_config.get("sink")
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
@@ -61,6 +60,7 @@ class Worker:
         if self.config.train.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
+        storage.configure_s3(self.config.s3.endpoint_url, self.config.s3.region)
         manifest = Manifest.load(loop_config["dataset_dir"])
         self.vocab = self.config.model.vocab or manifest.vocab_size
         self.train_rows = PackedRows(loop_config["dataset_dir"], "train", self.config.data.shuffle_seed)
@@ -79,7 +79,7 @@ class Worker:
         grown state of the previous stage), else freshly initialised."""
         model = build_model(self.config.model, self.vocab, self.config.train.seed, eos_id=manifest.eos_id)
         resume_from = checkpoint.latest_valid(self.run_dir)
-        source = resume_from or (Path(init_from) if init_from else None)
+        source = resume_from or init_from
         state, meta = checkpoint.load(source) if source else (None, None)
         if state is not None:
             with torch.no_grad():
@@ -88,12 +88,15 @@ class Worker:
             self.progress = Progress(**{k: meta[k] for k in Progress.__dataclass_fields__})
         if self.masks is not None and self.progress.step < self.ramp_steps:
             apply_masks(model, self.masks, mask_value(self.progress.step, self.ramp_steps))
+        if self.config.train.compile:
+            compile_blocks(model)
         engine = build_engine(model.to(self.device), self.config, self.world)
         if state is not None:
             load_full_state(engine, state)
         if resume_from is not None:
             self._roll_back_row_log()
-            self.emit({"event": "resume", "step": self.progress.step, "checkpoint": resume_from.name})
+            self.emit({"event": "resume", "step": self.progress.step,
+                       "checkpoint": storage.base_name(resume_from)})
         self.started_from_growth = resume_from is None and init_from is not None
         return engine
 
@@ -161,11 +164,9 @@ class Worker:
         return {"loss": sum(losses) / len(losses), "lr": lr, "grad_norm": grad_norm, "data_wait_s": waited}
 
     def _log_rows(self, row_ids: torch.Tensor) -> None:
-        rows_dir = self.run_dir / "rows"
-        rows_dir.mkdir(parents=True, exist_ok=True)
-        with open(rows_dir / f"rank-{self.rank}.jsonl", "a") as handle:
-            # Numbered like the metrics: the step these rows complete.
-            handle.write(json.dumps({"step": self.progress.step + 1, "rows": row_ids.tolist()}) + "\n")
+        # Numbered like the metrics: the step these rows complete.
+        line = json.dumps({"step": self.progress.step + 1, "rows": row_ids.tolist()}) + "\n"
+        storage.append_bytes(storage.join(self.run_dir, "rows", f"rank-{self.rank}.jsonl"), line.encode())
 
     def _roll_back_row_log(self) -> None:
         """Steps after the checkpoint we resume from are undone: so are their row records (rank 0
@@ -173,10 +174,10 @@ class Worker:
         collective of the first step, which rank 0 reaches only after this)."""
         if not self.config.train.log_rows or self.rank != 0:
             return
-        for path in (self.run_dir / "rows").glob("rank-*.jsonl"):
-            kept = [line for line in path.read_text().splitlines()
+        for entry in storage.list_files(storage.join(self.run_dir, "rows")):
+            kept = [line for line in storage.read_bytes(entry.path).decode().splitlines()
                     if json.loads(line)["step"] <= self.progress.step]
-            path.write_text("".join(line + "\n" for line in kept))
+            storage.write_bytes(entry.path, "".join(line + "\n" for line in kept).encode())
 
     # ---- evaluation, checkpoints, metrics ---------------------------------------------------
 
@@ -279,7 +280,7 @@ def train_fn(loop_config: dict) -> None:
 def _kill_rank_fault(worker: Worker) -> None:
     """Test hook: RAYGROW_FAULT=kill_rank:<rank>:<step> kills that rank once, as a lost node would."""
     fault = os.environ.get("RAYGROW_FAULT", "")
-    marker = worker.run_dir / ".fault-fired"
-    if fault == f"kill_rank:{worker.rank}:{worker.progress.step}" and not marker.exists():
-        marker.touch()
+    marker = storage.join(worker.run_dir, ".fault-fired")
+    if fault == f"kill_rank:{worker.rank}:{worker.progress.step}" and not storage.exists(marker):
+        storage.write_bytes(marker, b"")
         os._exit(17)

@@ -20,6 +20,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from raygrow.config import RunConfig, WorkerRange
+from raygrow.data import storage
 from raygrow.errors import ConfigError, RaygrowError
 from raygrow.train.metrics import MetricsSink
 
@@ -52,34 +53,52 @@ def worker_resources(config: RunConfig, workers: int) -> tuple[dict, bool, int]:
     return ({"CPU": cpus, **({"GPU": 1} if use_gpu else {})}, use_gpu, max(1, int(cpus)))
 
 
-def write_jsonl(path: Path, records: list[dict]) -> None:
+def write_jsonl(path: str | Path, records: list[dict]) -> None:
     """Replace `path` with `records` as JSON lines, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
+    storage.make_dirs(storage.parent(path))
+    storage.write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
 class MetricsLog:
-    """Appends rank 0's records to <stage>/metrics.jsonl; a resume drops records past its step."""
+    """Appends rank 0's records to <stage>/metrics.jsonl; a resume drops records past its step.
 
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / "metrics.jsonl"
+    Locally every `write` reaches the file at once. An object store has no append (each write
+    uploads the whole file again), so there records are batched: written at most every
+    REMOTE_FLUSH_S seconds and by `flush()` at the end of a stage.
+    """
+
+    REMOTE_FLUSH_S = 10.0
+
+    def __init__(self, run_dir: str | Path):
+        self.path = storage.join(run_dir, "metrics.jsonl")
+        self.flush_every_s = self.REMOTE_FLUSH_S if storage.is_remote(self.path) else 0.0
+        self._pending: list[dict] = []
+        self._flushed_at = time.monotonic()
 
     def records(self) -> list[dict]:
-        if not self.path.exists():
+        self.flush()
+        return self._read()
+
+    def _read(self) -> list[dict]:
+        if not storage.exists(self.path):
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in storage.read_bytes(self.path).decode().splitlines() if line.strip()]
 
     def write(self, new: list[dict]) -> None:
-        stamped = [{**record, "time": time.time()} for record in new]
+        self._pending += [{**record, "time": time.time()} for record in new]
+        if time.monotonic() - self._flushed_at >= self.flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        stamped, self._pending = self._pending, []
+        self._flushed_at = time.monotonic()
+        if not stamped:
+            return
         resumes = [r for r in stamped if r.get("event") == "resume"]
         if not resumes:  # the common case: append, without reading the file back
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as handle:
-                handle.write("".join(json.dumps(r) + "\n" for r in stamped))
+            storage.append_bytes(self.path, "".join(json.dumps(r) + "\n" for r in stamped).encode())
             return
-        kept = self.records()
+        kept = self._read()
         for record in stamped:
             if record.get("event") == "resume":
                 kept = [r for r in kept if r.get("step", 0) <= record["step"] or "event" in r]
@@ -108,6 +127,7 @@ def _fit_streaming_metrics(trainer: TorchTrainer, sink, metrics: MetricsLog, on_
                 on_record(record)
         if not thread.is_alive():
             break
+    metrics.flush()
     error = outcome.get("error") or outcome["result"].error
     if error is not None:
         raise RaygrowError(f"training failed: {first_line(error)}")
@@ -120,11 +140,12 @@ def fit_stage(config: RunConfig, launch: StageLaunch, on_record=lambda record: N
     high = launch.workers.max if isinstance(launch.workers, WorkerRange) else launch.workers
     resources, use_gpu, threads = worker_resources(config, high)
     num_workers = (launch.workers.min, launch.workers.max) if isinstance(launch.workers, WorkerRange) else high
-    run_dir = Path(config.run_dir).resolve()
+    run_dir = storage.canonical(config.run_dir)
+    storage_path, storage_filesystem = storage.ray_storage(storage.parent(run_dir))
     sink = MetricsSink.remote()
     trainer = TorchTrainer(
         train_fn,
-        train_loop_config={"config": config.to_dict(), "run_dir": str(run_dir), "sink": sink,
+        train_loop_config={"config": config.to_dict(), "run_dir": run_dir, "sink": sink,
                            "dataset_dir": launch.dataset_dir, "threads": threads,
                            "init_from": launch.init_from, "schedule": launch.schedule,
                            "masks": launch.masks, "ramp_steps": launch.ramp_steps,
@@ -132,7 +153,7 @@ def fit_stage(config: RunConfig, launch: StageLaunch, on_record=lambda record: N
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name=config.name, storage_path=str(run_dir.parent),
+            name=config.name, storage_path=storage_path, storage_filesystem=storage_filesystem,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.checkpoint.keep),
             failure_config=ray.train.FailureConfig(max_failures=config.train.max_failures)),
     )

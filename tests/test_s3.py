@@ -1,0 +1,301 @@
+"""S3 everywhere a path goes, against a real S3-compatible server (`moto_server`) on 127.0.0.1.
+
+The server runs with IAM authentication on: the fixture creates a user and an access key in it,
+so requests are signed and checked, and wrong credentials are refused as AWS would refuse them.
+Every process of a run (driver, coordinator, Train workers, Data tasks) finds those credentials
+in its environment, as on a real cluster; raygrow itself only knows the endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raygrow.config import S3Config
+from raygrow.data import storage
+
+IAM_BOOTSTRAP_ACTIONS = 3  # create_user, put_user_policy, create_access_key: unauthenticated
+CORPUS_FILES = 40
+CORPUS_FILE_BYTES = 4000
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    key_id: str
+    secret: str
+    client: object  # a boto3 S3 client with the test user's credentials
+
+    def keys(self, bucket: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_listening(port: int, process: subprocess.Popen, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "moto_server exited at start-up"
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"moto_server did not listen on {port}")
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto_server subprocess with IAM auth, an IAM user allowed everything, and that user's
+    credentials in this process's environment (restored afterwards)."""
+    import boto3
+
+    port = _free_port()
+    moto = Path(sys.executable).with_name("moto_server")
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(IAM_BOOTSTRAP_ACTIONS)}
+    process = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_listening(port, process)
+        endpoint = f"http://127.0.0.1:{port}"
+        bootstrap = {"endpoint_url": endpoint, "region_name": "us-east-1",
+                     "aws_access_key_id": "bootstrap", "aws_secret_access_key": "bootstrap"}
+        iam = boto3.client("iam", **bootstrap)
+        iam.create_user(UserName="raygrow")
+        iam.put_user_policy(UserName="raygrow", PolicyName="everything", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="raygrow")["AccessKey"]
+        with pytest.MonkeyPatch.context() as patch:
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+                patch.delenv(name, raising=False)
+            patch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+            patch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+            patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+            patch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to look for here
+            patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)  # nor profiles of the machine
+            patch.setenv("AWS_CONFIG_FILE", os.devnull)
+            client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+            for bucket in ("corpus", "runs"):
+                client.create_bucket(Bucket=bucket)
+            yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"], client)
+    finally:
+        storage.configure_s3()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def corpus(s3) -> list[bytes]:
+    """Real text on S3: the start of CORPUS_FILES standard-library sources, as .txt documents."""
+    import sysconfig
+
+    sources = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:CORPUS_FILES]
+    texts = [path.read_bytes()[:CORPUS_FILE_BYTES] for path in sources]
+    for index, text in enumerate(texts):
+        s3.client.put_object(Bucket="corpus", Key=f"text/doc-{index:03d}.txt", Body=text)
+    return texts
+
+
+@pytest.fixture(scope="module")
+def s3_ray(s3, ray_local):
+    """The session's Ray cluster, restarted if its processes were started before the test
+    credentials were in the environment (workers inherit the environment at start-up)."""
+    @ray_local.remote(num_cpus=0)
+    def worker_key_id() -> str | None:
+        return os.environ.get("AWS_ACCESS_KEY_ID")
+
+    if ray_local.get(worker_key_id.remote()) != s3.key_id:
+        ray_local.shutdown()
+        ray_local.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
+    return ray_local
+
+
+def s3_config(tiny_config, s3: S3Server, name: str, **sections):
+    """tiny_config with its storage, corpus and packed shards on S3 and the moto endpoint set."""
+    data = {"source": "s3://corpus/text", "cache_dir": "s3://runs/datasets", "max_documents": None,
+            **sections.pop("data", {})}
+    config = tiny_config(name, storage="s3://runs/runs", data=data, **sections)
+    return replace(config, s3=S3Config(endpoint_url=s3.endpoint))
+
+
+# ---- refusals: before any cluster work, one line, nothing written --------------------------
+
+
+PLAN = {"name": "refused", "data": {"source": "stdlib", "seq_len": 32, "max_documents": 5},
+        "model": {"layers": 1, "hidden": 32, "heads": 4},
+        "train": {"tokens": 4096, "batch_tokens": 512, "micro_batch": 4}}
+
+
+def raygrow_cli(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(PLAN))
+    env = {**env, "RAY_ADDRESS": ""}  # never join a cluster from these tests
+    return subprocess.run([sys.executable, "-m", "raygrow.cli", "train", str(plan), *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLE-session-token-never-printed"
+REFUSALS = {
+    # case: (extra CLI args, environment changes, fragments of the one error line)
+    "missing bucket": (["--storage", "s3://no-such-bucket/runs"], {},
+                       ["storage: s3://no-such-bucket/runs/refused", "bucket no-such-bucket does not exist"]),
+    "missing source bucket": (["--storage", "s3://runs/refusals", "--set", "data.source=s3://gone/corpus"], {},
+                              ["data.source: s3://gone/corpus", "bucket gone does not exist"]),
+    "wrong secret": (["--storage", "s3://runs/refusals"], {"AWS_SECRET_ACCESS_KEY": "wrong-secret-never-printed"},
+                     ["storage:", "refused the AWS credentials (SignatureDoesNotMatch)", "AWS_SECRET_ACCESS_KEY"]),
+    "unknown key and token": (["--storage", "s3://runs/refusals"],
+                              {"AWS_ACCESS_KEY_ID": "AKIANEVERPRINTED0000", "AWS_SESSION_TOKEN": SESSION_TOKEN},
+                              ["storage:", "refused the AWS credentials"]),
+    "no credentials": (["--storage", "s3://runs/refusals"], {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None},
+                       ["storage:", "no AWS credentials found", "AWS_PROFILE"]),
+    "unreachable endpoint setting": (["--storage", "s3://runs/refusals", "--set", "s3.endpoint_url=http://127.0.0.1:9"],
+                                     {}, ["storage:", "cannot connect to endpoint http://127.0.0.1:9 (s3.endpoint_url"]),
+    "unreachable endpoint env": (["--storage", "s3://runs/refusals"], {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+                                 ["cannot connect to endpoint http://127.0.0.1:9", "AWS_ENDPOINT_URL"]),
+    "bad endpoint setting": (["--storage", "s3://runs/refusals", "--set", "s3.endpoint_url=127.0.0.1:9"], {},
+                             ["s3.endpoint_url: must be an http:// or https:// URL"]),
+    "other scheme": (["--storage", "gs://bucket/runs"], {}, ["gs:// paths are not supported", "s3://bucket/prefix"]),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=list(REFUSALS))
+def test_bad_bucket_credentials_or_endpoint_are_refused_before_any_work(s3, tmp_path, case):
+    args, changes, fragments = REFUSALS[case]
+    env = {**os.environ, "AWS_ENDPOINT_URL": s3.endpoint}
+    for name, value in changes.items():
+        env.pop(name) if value is None else env.__setitem__(name, value)
+    before = s3.keys("runs")
+    started = time.monotonic()
+    result = raygrow_cli(tmp_path, *args, env=env)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("raygrow: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert time.monotonic() - started < 60
+    assert s3.keys("runs") == before  # nothing written
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["plan.yaml"]
+    for secret in (s3.secret, s3.key_id, "wrong-secret-never-printed", "AKIANEVERPRINTED0000", SESSION_TOKEN):
+        assert secret not in result.stdout + result.stderr
+
+
+# ---- prepare, train, resume, export on S3 --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prepared(s3_ray, s3, corpus, tiny_config):
+    from raygrow.data import dataset_dir, prepare
+
+    config = s3_config(tiny_config, s3, "prepare")
+    storage.configure_s3(config.s3.endpoint_url)
+    manifest = prepare(config, show_progress=False)
+    return config, manifest, dataset_dir(config)
+
+
+@pytest.mark.ray
+def test_prepare_reads_the_corpus_from_s3_and_writes_shards_to_s3(s3, corpus, prepared, tiny_config, tmp_path):
+    from raygrow.data import Manifest, PackedRows, dataset_dir, prepare
+
+    config, manifest, directory = prepared
+    assert directory.startswith("s3://runs/datasets/text-byte-32-")
+    keys = s3.keys("runs")
+    prefix = directory[len("s3://runs/"):]
+    assert f"{prefix}/manifest.json" in keys
+    assert all(f"{prefix}/{name}" in keys for name in manifest.train_shards + manifest.val_shards)
+    assert manifest.documents == len(corpus) and manifest.source == "s3://corpus/text"
+    # The same documents prepared from a local directory give the same rows.
+    local_corpus = tmp_path / "text"
+    local_corpus.mkdir()
+    for index, text in enumerate(corpus):
+        (local_corpus / f"doc-{index:03d}.txt").write_bytes(text)
+    local = tiny_config("prepare-local", data={"source": str(local_corpus), "max_documents": None,
+                                               "cache_dir": str(tmp_path / "datasets")})
+    local_manifest = prepare(local, show_progress=False)
+    assert (local_manifest.train_rows, local_manifest.val_rows) == (manifest.train_rows, manifest.val_rows)
+    s3_rows = PackedRows(directory, "train", None).take(0, manifest.train_rows)[1]
+    local_rows = PackedRows(dataset_dir(local), "train", None).take(0, manifest.train_rows)[1]
+    assert (s3_rows == local_rows).all()
+    assert Manifest.load(directory) == manifest
+    assert prepare(config, show_progress=False) == manifest  # reused, not prepared again
+
+
+def growth_plan(tiny_config, s3: S3Server, name: str, **train):
+    shape = {"layers": 2, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64}
+    stages = [{"shape": shape, "tokens": 4 * 512},
+              {"shape": {**shape, "layers": 4}, "tokens": 4 * 512, "growth": {"depth_op": "stack"}}]
+    return s3_config(tiny_config, s3, name, model=None, stages=stages,
+                     train={"deterministic": False, "val_every": 2, **train})
+
+
+def objects_text(s3: S3Server, prefix: str) -> bytes:
+    return b"".join(s3.client.get_object(Bucket="runs", Key=key)["Body"].read()
+                    for key in s3.keys("runs") if key.startswith(prefix))
+
+
+def ray_logs(ray) -> bytes:
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    return b"".join(path.read_bytes() for path in logs.rglob("*") if path.is_file())
+
+
+@pytest.mark.ray
+def test_growth_run_on_s3_stops_resumes_and_exports(s3_ray, s3, prepared, tiny_config, capfd, caplog):
+    """A 2-stage plan with everything on S3: stopped after 2 steps (as a preemption would), rerun,
+    it resumes from the checkpoint on S3 (not from scratch), grows, trains stage 1 and exports a
+    model stock transformers loads. No credential shows up anywhere the run wrote or logged."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from raygrow import driver
+    from raygrow.config import Shape
+    from raygrow.grow.state import load_into_model
+    from raygrow.train import checkpoint
+
+    stopped = driver.train(growth_plan(tiny_config, s3, "grown", stop_after=2), show_progress=False)
+    assert not stopped["complete"] and stopped["stages"][0]["steps"] == 2
+    run = "s3://runs/runs/grown"
+    assert checkpoint.latest_valid(f"{run}/stage-0") == f"{run}/stage-0/{checkpoint.dir_name(2)}"
+    assert json.loads(s3.client.get_object(Bucket="runs", Key="runs/grown/coordinator.json")["Body"].read())[
+        "phase"] == "training"
+
+    summary = driver.train(growth_plan(tiny_config, s3, "grown"), show_progress=False)
+    assert summary["complete"] and [stage["steps"] for stage in summary["stages"]] == [4, 4]
+    stage0 = [json.loads(line) for line in storage.read_bytes(f"{run}/stage-0/metrics.jsonl").splitlines()]
+    resumes = [r for r in stage0 if r.get("event") == "resume"]
+    assert [(r["step"], r["checkpoint"]) for r in resumes] == [(2, checkpoint.dir_name(2))]
+    assert [r["step"] for r in stage0 if "event" not in r] == [1, 2, 3, 4]  # resumed, not restarted
+    (transition,) = summary["transitions"]
+    assert transition["depth_op"] == "stack" and transition["val_loss_after"] > 0
+    keys = s3.keys("runs")
+    for name in ("summary.json", "coordinator.json", "metrics.jsonl", "report.png", "stage-1/init/complete.json",
+                 "stage-0/export/config.json", "export/model.safetensors", "export/tokenizer.json"):
+        assert f"runs/grown/{name}" in keys, name
+    assert json.loads(storage.read_bytes(f"{run}/summary.json"))["stages"][1]["steps"] == 4
+
+    final = checkpoint.latest_valid(f"{run}/stage-1")
+    assert final == f"{run}/stage-1/{checkpoint.dir_name(4)}"
+    state, meta = checkpoint.load(final)
+    assert meta["step"] == 4 and meta["shape"]["layers"] == 4
+    ours = load_into_model(state, Shape(**meta["shape"]), meta["vocab"], eos_id=prepared[1].eos_id).eval()
+    tokens = torch.randint(0, 256, (2, 16))
+    with storage.local_copy(f"{run}/export") as local:
+        exported = AutoModelForCausalLM.from_pretrained(local).eval()
+        with torch.no_grad():
+            assert torch.allclose(exported(tokens).logits, ours(tokens).logits, atol=1e-5)
+
+    written = objects_text(s3, "runs/")
+    logged = ray_logs(s3_ray) + "".join(capfd.readouterr()).encode() + caplog.text.encode()
+    for secret in (s3.secret, s3.key_id):
+        assert secret.encode() not in written and secret.encode() not in logged
