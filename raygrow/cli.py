@@ -65,6 +65,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from raygrow.driver import train, train_with_baseline
 
     config = load(args)
+    if config.versions is not None:
+        raise RaygrowError(f"{args.plan} is a versions plan: run it with `raygrow versions {args.plan}`")
     summary = (train_with_baseline if args.baseline else train)(config, show_progress=not args.quiet)
     for index, stage in enumerate(summary["stages"]):
         print(f"stage {index}: " + json.dumps({k: stage[k] for k in (
@@ -93,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                              help="also train the final shape from scratch for the same FLOPs (sibling run)")
     from raygrow.grow import cli as grow_cli
     from raygrow.plan import cli as plan_cli
+    from raygrow.versions import cli as versions_cli
 
     for name, module, text in (("grow", grow_cli, "grow an exported model to a larger shape"),
-                               ("plan", plan_cli, "FLOPs, GPU-hours and cost of a plan vs. training from scratch")):
+                               ("plan", plan_cli, "FLOPs, GPU-hours and cost of a plan vs. training from scratch"),
+                               ("versions", versions_cli, "train data versions one after another, releasing each")):
         sub = commands.add_parser(name, help=text)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.run)

@@ -1,0 +1,169 @@
+"""The `versions:` section of a run config: data versions released one after another.
+
+```yaml
+model: {layers: 2, hidden: 64, heads: 4}      # the first version's shape
+versions:
+  mode: path_switching                        # or from_scratch, continual
+  decay_fraction: 0.6                         # path_switching: a branch decays over this share of its version's steps
+  data:                                       # oldest first
+    - {source: stdlib, documents: {start: 0, end: 200}}
+    - {documents: {start: 200, end: 400}}     # source left out: data.source
+    - documents: {start: 400, end: 600}
+      shape: {layers: 4, hidden: 64, heads: 4}  # this boundary is also a growth point
+      growth: {depth_op: stack}
+```
+Validation is pure (no data is read): see `check_versions` for the checks that need the rest of
+the run config, and `raygrow.versions.data.check_version_sources` for the ones that read sources.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from raygrow.config import GrowthConfig, Shape, StageConfig, _check_transition, _require
+from raygrow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from raygrow.config import RunConfig
+
+MODES = ("path_switching", "from_scratch", "continual")
+
+# LR path switching (arXiv 2410.04103): each release branches off the main path this far before
+# its version's end and decays the LR to the minimum over the rest. 0.6 is the paper's share of a
+# version's steps; with four equal versions it gives their cost figure: main path 4 versions plus
+# branches 4·0.6, less the last version's main-path tail (trained when a next version comes),
+# = 5.8 version-lengths against 1+2+3+4 = 10 from scratch, i.e. 58%.
+PAPER_DECAY_FRACTION = 0.6
+
+
+@dataclass
+class DocumentSlice:
+    """Documents [start, end) of a source, counted in the source's sorted file order (the order
+    `data.max_documents` uses; blank documents count)."""
+
+    start: int = 0
+    end: int | None = None  # exclusive; None = to the end of the source
+
+    def __post_init__(self) -> None:
+        _require(self.start >= 0, "start", f"must be ≥ 0, got {self.start}")
+
+
+@dataclass
+class VersionSpec:
+    """One data version: a corpus or a slice of one; each version is released as one model."""
+
+    source: str | None = None  # a data.source spec (stdlib, file, directory, glob); None = data.source
+    documents: DocumentSlice | None = None  # None: every document of the source
+    tokens: int | None = None  # training tokens on this version; None = one pass over its training rows
+    shape: Shape | None = None  # from this version on, the model has this shape: the boundary is a growth point
+    growth: GrowthConfig | None = None  # how the model grows into `shape` (operators, optimizer, LR)
+    name: str | None = None  # None = v<k>, k counting from 1
+
+    def __post_init__(self) -> None:
+        _require(self.tokens is None or self.tokens >= 1, "tokens", f"must be ≥ 1, got {self.tokens}")
+        if self.documents is not None and self.documents.end is not None:
+            _require(self.documents.end > self.documents.start, "documents",
+                     f"empty slice [{self.documents.start}, {self.documents.end}); a version needs "
+                     "at least one document")
+        _require(self.name is None or re.fullmatch(r"[A-Za-z0-9._-]+", self.name) is not None, "name",
+                 f"must be a plain name (letters, digits, . _ -), got {self.name!r}")
+
+
+@dataclass
+class VersionsConfig:
+    """Data versions v1..vn and how each version's release is trained (raygrow.versions)."""
+
+    mode: Literal["path_switching", "from_scratch", "continual"] = "path_switching"
+    # path_switching: a branch decays the LR from peak to the minimum over this share of its
+    # version's steps, from the main path's checkpoint that far before the version's end.
+    decay_fraction: float = PAPER_DECAY_FRACTION
+    data: list[VersionSpec] = field(default_factory=list)  # the versions, oldest first
+
+    def __post_init__(self) -> None:
+        _require(self.mode in MODES, "mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        _require(0 < self.decay_fraction <= 1, "decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
+        _require(len(self.data) >= 1, "data", "list at least one version")
+        names = self.names
+        for index, name in enumerate(names):
+            _require(name not in names[:index], f"data[{index}].name",
+                     f"{name!r} is used by an earlier version; names must be unique")
+        _check_numbered_order(names)
+
+    @property
+    def names(self) -> list[str]:
+        return [spec.name or f"v{index + 1}" for index, spec in enumerate(self.data)]
+
+
+def _check_numbered_order(names: list[str]) -> None:
+    """Names like v3 carry an order: a list with v2 before v1 is out of order."""
+    numbered = [(index, int(m.group(1))) for index, name in enumerate(names)
+                if (m := re.fullmatch(r"[vV](\d+)", name))]
+    for (_, before), (index, number) in zip(numbered, numbered[1:]):
+        _require(number > before, f"data[{index}].name",
+                 f"v{number} comes after v{before}; list versions oldest first")
+
+
+def check_versions(run: RunConfig) -> None:
+    """Checks that need the whole run config; field names are full dotted paths."""
+    versions = run.versions
+    if run.stages:
+        raise ConfigError("stages", "a versions plan trains `model` and grows at version boundaries "
+                          "(versions.data[k].shape and .growth); leave stages out")
+    slices: dict[str, list[tuple[int, int, float]]] = {}
+    for index, spec in enumerate(versions.data):
+        where = f"versions.data[{index}]"
+        if spec.tokens is not None:
+            _require(spec.tokens >= run.train.batch_tokens, f"{where}.tokens",
+                     f"{spec.tokens} is less than one batch ({run.train.batch_tokens} tokens)")
+        _check_slice_order(where, index, source_of(run, spec), spec.documents, slices)
+        _check_shape(run, index)
+
+
+def _check_slice_order(where: str, index: int, source: str, documents: DocumentSlice | None,
+                       slices: dict[str, list[tuple[int, int, float]]]) -> None:
+    """Versions of one source are consecutive slices: a later version starts at or after the end
+    of every earlier one (a version holds newer data than the ones before it)."""
+    start = documents.start if documents else 0
+    end = documents.end if documents and documents.end is not None else float("inf")
+    for earlier, earlier_start, earlier_end in slices.get(source, []):
+        if start < earlier_end:
+            span = f"[{earlier_start}, {'end' if earlier_end == float('inf') else int(earlier_end)})"
+            raise ConfigError(f"{where}.documents",
+                              f"starts at document {start}, inside or before data[{earlier}]'s {span} of "
+                              f"{source}; list versions oldest first, each after the ones before")
+    slices.setdefault(source, []).append((index, start, end))
+
+
+def _check_shape(run: RunConfig, index: int) -> None:
+    """A version's shape grows (never shrinks) the previous one's, through a named growth."""
+    spec = run.versions.data[index]
+    where = f"versions.data[{index}]"
+    if index == 0:
+        _require(spec.shape is None and spec.growth is None, f"{where}.shape",
+                 "the first version has the run's `model` shape; growth starts at a later version")
+        return
+    if spec.shape is None:
+        _require(spec.growth is None, f"{where}.growth", "give the shape it grows to as well")
+        return
+    _require(spec.growth is not None, f"{where}.growth", "a new shape needs a growth (e.g. {depth_op: stack})")
+    before = StageConfig(tokens=1, shape=shape_of_version(run, index - 1))
+    after = StageConfig(tokens=1, shape=spec.shape, growth=spec.growth)
+    try:
+        _check_transition(index, before, after)
+    except ConfigError as error:  # the stage checker names stages[i]; here it is a version
+        message = error.message.replace(f"(stage {index - 1}'s)", f"(data[{index - 1}]'s)")
+        raise ConfigError(error.field.replace(f"stages[{index}]", where, 1), message) from None
+
+
+def source_of(run: RunConfig, spec: VersionSpec) -> str:
+    return spec.source or run.data.source
+
+
+def shape_of_version(run: RunConfig, index: int) -> Shape:
+    """The model shape of version `index`: the last shape given at or before it, else `model`."""
+    for spec in reversed(run.versions.data[:index + 1]):
+        if spec.shape is not None:
+            return spec.shape
+    return run.model
