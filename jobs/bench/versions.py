@@ -39,7 +39,7 @@ MODES = ("path_switching", "from_scratch", "continual")
 STEPS_PER_VERSION = 20  # at --scale 1.0; one version = 20 steps of 8192 tokens
 BATCH_TOKENS = 8192
 SEQ_LEN = 128
-DOCUMENTS_PER_STEP = 1.5  # stdlib files average far more than 64 rows of 129 bytes: no row repeats
+DOCUMENTS_PER_STEP = 2.5  # stdlib files hold far more than 64 rows of 129 bytes: no row repeats; 1 in 10 is held out
 
 
 def base_dict(storage: str, scale: float, versions: int) -> dict:
@@ -49,7 +49,7 @@ def base_dict(storage: str, scale: float, versions: int) -> dict:
             for k in range(versions)]
     return {
         "storage": storage,
-        "data": {"source": "stdlib", "tokenizer": "byte", "seq_len": SEQ_LEN, "val_fraction": 0.05},
+        "data": {"source": "stdlib", "tokenizer": "byte", "seq_len": SEQ_LEN, "val_fraction": 0.1},
         "model": {"layers": 2, "hidden": 128, "heads": 4, "ffn": 344, "tie_embeddings": True},
         "train": {"workers": 1, "cpus_per_worker": os.cpu_count() or 1, "zero_stage": 2,
                   "batch_tokens": BATCH_TOKENS, "micro_batch": 16, "lr": 3e-3, "min_lr_ratio": 0.1,
