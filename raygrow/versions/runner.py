@@ -195,6 +195,10 @@ def _init(context: Context, segment: Segment) -> tuple[str | None, dict | None]:
     growth = None
     if context.segments[segment.init].shape != segment.shape:
         source, growth = _grow(context, source, segment)
+        # What this segment's LR does after the growth (the operator's recommendation does not apply).
+        restart = context.config.versions.data[segment.shape].growth.lr == "restart"
+        growth["lr"] = {"constant": "restart" if restart else "peak", "decay": "decay"}.get(segment.lr["kind"],
+                                                                                             "restart")
         context.state["growths"][segment.name] = growth
         context.save()
     rebase(source, target)
