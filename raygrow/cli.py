@@ -96,10 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     from raygrow.grow import cli as grow_cli
     from raygrow.plan import cli as plan_cli
     from raygrow.versions import cli as versions_cli
+    from raygrow.tune import cli as tune_cli
 
     for name, module, text in (("grow", grow_cli, "grow an exported model to a larger shape"),
                                ("plan", plan_cli, "FLOPs, GPU-hours and cost of a plan vs. training from scratch"),
-                               ("versions", versions_cli, "train data versions one after another, releasing each")):
+                               ("versions", versions_cli, "train data versions one after another, releasing each"),
+                               ("tune", tune_cli, "sweep growth timing and factor at a fixed FLOP budget (Ray Tune)")):
         sub = commands.add_parser(name, help=text)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.run)

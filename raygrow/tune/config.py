@@ -1,0 +1,130 @@
+"""The sweep file: a base plan, a FLOP budget and the grid of growth timings d and factors g.
+
+    name: tiny-sweep            # <storage>/<name> is the sweep directory; rerunning a name resumes
+    storage: ./runs/sweeps
+    plan: ../plans/tiny.yaml    # base plan: a path (relative to this file) or an inline plan
+    flop_budget: 2.0e12         # training FLOPs of every trial, small and large stage together
+    space:
+      d: [0.1, 0.3]             # small-model tokens (≥ 1) or the budget's share spent on it (< 1)
+      g: [2, 4]                 # final layers / small layers
+    concurrency: 2              # trials at once; null = as many as the cluster has CPUs for
+    asha: {grace: 0.25, reduction_factor: 2}
+
+Validated like run configs (`raygrow.config.from_dict`): unknown keys and bad values stop with
+one line naming the field, before anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raygrow.config import RunConfig, from_dict, load_config
+from raygrow.errors import ConfigError
+
+
+def _require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(name, message)
+
+
+def _check_grid(name: str, values: list[float], low: float, low_text: str) -> None:
+    _require(bool(values), name, "must list at least one value")
+    for index, value in enumerate(values):
+        _require(value > low, f"{name}[{index}]", f"must be {low_text}, got {value:g}")
+        _require(value not in values[:index], f"{name}[{index}]", f"{value:g} is listed twice")
+
+
+@dataclass
+class SpaceConfig:
+    """The grid searched: every d with every g."""
+
+    d: list[float]  # growth timing: tokens for the small model (≥ 1), or the share of the FLOP
+    #                 budget spent on it (< 1, e.g. 0.25); rounded down to whole batches
+    g: list[float]  # growth factor: final layers / small layers (G_stack: 4); must give whole layers
+
+    def __post_init__(self) -> None:
+        _check_grid("d", self.d, 0, "> 0 (tokens, or a share of the budget below 1)")
+        _check_grid("g", self.g, 1, "> 1 (final layers / small layers)")
+
+
+@dataclass
+class AshaConfig:
+    """Asynchronous successive halving on cumulative training FLOPs (the trials' common clock)."""
+
+    grace: float = 0.25  # first rung: a share of the budget (< 1) or FLOPs (≥ 1); no stop before it
+    reduction_factor: float = 2.0  # at each rung, trials outside the best 1/reduction_factor stop
+    brackets: int = 1  # ASHA brackets (1: every trial may be stopped from the first rung on)
+
+    def __post_init__(self) -> None:
+        _require(self.grace > 0, "grace", f"must be > 0, got {self.grace:g}")
+        _require(self.reduction_factor > 1, "reduction_factor", f"must be > 1, got {self.reduction_factor:g}")
+        _require(self.brackets >= 1, "brackets", f"must be ≥ 1, got {self.brackets}")
+
+    def grace_flops(self, budget: float) -> float:
+        return self.grace * budget if self.grace < 1 else self.grace
+
+
+@dataclass
+class SweepConfig:
+    """A whole sweep: one YAML file, or the arguments of `raygrow.tune.sweep`."""
+
+    plan: str | dict[str, Any]  # base plan: its final stage is the target model and its data,
+    #                             train and checkpoint sections are every trial's
+    flop_budget: float  # training FLOPs per trial (6·N_non-embedding + 12·L·d·T per token)
+    space: SpaceConfig
+    name: str = "sweep"  # sweep directory name under storage; rerunning the same name resumes
+    storage: str = "./runs/sweeps"
+    concurrency: int | None = None  # trials at once; None = as many as the cluster has CPUs for
+    asha: AshaConfig = field(default_factory=AshaConfig)
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.plan, (str, dict)) and bool(self.plan), "plan",
+                 "must be a plan file path or an inline plan mapping")
+        _require(self.flop_budget > 0, "flop_budget", f"must be > 0, got {self.flop_budget:g}")
+        _require(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name",
+                 f"must be a plain directory name, got {self.name!r}")
+        _require(bool(self.storage) and "://" not in self.storage, "storage",
+                 f"must be a filesystem path every node mounts, got {self.storage!r}")
+        _require(self.concurrency is None or self.concurrency >= 1, "concurrency",
+                 f"must be ≥ 1 (or null), got {self.concurrency}")
+        _require(self.asha.grace_flops(self.flop_budget) < self.flop_budget, "asha.grace",
+                 f"the first rung ({self.asha.grace_flops(self.flop_budget):g} FLOPs) must come before the "
+                 f"end of the budget ({self.flop_budget:g})")
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(self.storage) / self.name
+
+
+def sweep_config(raw: dict[str, Any]) -> SweepConfig:
+    """Validate a raw sweep mapping; raises ConfigError naming the field."""
+    _require(isinstance(raw, dict), "", "a sweep must be a mapping of fields")
+    return from_dict(SweepConfig, raw)
+
+
+def load_sweep(path: str | Path) -> tuple[SweepConfig, Path]:
+    """Read a sweep file; returns it and the directory its relative plan path starts from."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"sweep file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise ConfigError("", f"{path}{f' (line {mark.line + 1})' if mark else ''} is not valid YAML") from None
+    return sweep_config(raw), path.parent
+
+
+def base_plan(config: SweepConfig, relative_to: Path) -> RunConfig:
+    """The base plan as a RunConfig; errors name the field under `plan`."""
+    try:
+        if isinstance(config.plan, dict):
+            return from_dict(RunConfig, config.plan)
+        path = Path(config.plan)
+        return load_config(path if path.is_absolute() else relative_to / path)
+    except ConfigError as error:
+        raise error.under("plan") from None
