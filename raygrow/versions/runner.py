@@ -92,7 +92,7 @@ def run_versions(config: RunConfig, show_progress: bool = True, branches: bool =
                                   "settings; keep earlier versions unchanged, or use another --name")
             continue
         result = _train_segment(context, segment)
-        if result is None:  # stopped early (train.stop_after)
+        if result is None:  # fit() ended before the last step: the run is incomplete; a rerun continues it
             break
         state["done"][segment.name] = {**result, "fingerprint": fingerprint}
         context.save()
