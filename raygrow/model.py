@@ -49,6 +49,14 @@ def build_model(shape: Shape, vocab: int, seed: int = 0, **token_ids: int | None
     return model
 
 
+def compile_blocks(model: LlamaForCausalLM, backend: str = "inductor") -> None:
+    """torch.compile each decoder block in place (regional compilation): the blocks share one
+    compiled graph, parameter names stay as they are (checkpoints, growth and export see no
+    difference), and hooks on a block (MSG masks) are traced with it."""
+    for block in model.model.layers:
+        block.compile(backend=backend)
+
+
 def shape_of(config: LlamaConfig) -> Shape:
     """The raygrow shape of a Hugging Face Llama config (e.g. of an export)."""
     return Shape(

@@ -1,10 +1,13 @@
-"""Training throughput of `raygrow train` (1 and 2 workers) against a bare PyTorch loop.
+"""Training throughput of `raygrow train` against a bare PyTorch loop, side by side in one run.
 
-Same model, global batch, micro-batch and CPU threads, measured side by side in one run:
+Same model, global batch, micro-batch, precision and threads:
 
     .venv/bin/python jobs/bench/throughput.py [--plan jobs/plans/tiny.yaml] [--steps 40]
+    python jobs/bench/throughput.py --plan jobs/plans/bench_1b.yaml --steps 24 --warmup 4   # one GPU
 
-Prints tokens/s for each and the ratio to the bare loop (target ≥ 0.9). The first window of
+Prints tokens/s and MFU for each and the ratio to the bare loop (target ≥ 0.9). On a GPU the
+bare loop runs the plan's precision with autocast and a fused AdamW; `raygrow train` runs it
+through DeepSpeed (bf16 weights, fp32 master copy) at the plan's ZeRO stage. The first window of
 steps is warm-up and is left out of every figure.
 """
 
@@ -29,25 +32,42 @@ from raygrow.config import RunConfig, load_config  # noqa: E402
 
 def bare_loop(config: RunConfig, vocab: int, steps: int, warmup: int, threads: int) -> float:
     """tokens/s of a plain single-process loop: the same forward, loss, AdamW and batch."""
-    from raygrow.model import build_model
+    from raygrow.model import build_model, compile_blocks
 
     torch.set_num_threads(threads)
-    model = build_model(config.model, vocab, seed=config.train.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, foreach=False)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model(config.model, vocab, seed=config.train.seed).to(device)
+    if config.train.compile:
+        compile_blocks(model)
+    fused = {"fused": True} if device.type == "cuda" else {"foreach": False}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, **fused)
     generator = torch.Generator().manual_seed(0)
-    rows = torch.randint(0, vocab, (config.batch_rows, config.data.seq_len + 1), generator=generator)
+    rows = torch.randint(0, vocab, (config.batch_rows, config.data.seq_len + 1), generator=generator).to(device)
+    bf16 = config.train.precision == "bf16"
     started = None
     for step in range(steps):
         if step == warmup:
+            _sync(device)
             started = time.perf_counter()
         for micro in rows.split(config.train.micro_batch):
-            logits = model(input_ids=micro[:, :-1]).logits
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(input_ids=micro[:, :-1]).logits
             loss = F.cross_entropy(logits.float().reshape(-1, vocab), micro[:, 1:].reshape(-1))
             (loss / config.grad_accum(1)).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return (steps - warmup) * config.batch_rows * config.data.seq_len / (time.perf_counter() - started)
+    _sync(device)
+    seconds = time.perf_counter() - started
+    del model, optimizer, rows
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the raygrow runs that follow need the GPU's memory
+    return (steps - warmup) * config.batch_rows * config.data.seq_len / seconds
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def single_stage(plan: str) -> RunConfig:
@@ -61,9 +81,13 @@ def raygrow_run(config: RunConfig, storage: str, workers: int, steps: int, warmu
     from raygrow import driver
 
     cpus = os.cpu_count() or 1
+    if torch.cuda.is_available():
+        cpus = min(cpus, 8 * workers)  # a GPU worker needs a few threads, not the whole node
     train = dataclasses.replace(config.train, workers=workers, cpus_per_worker=max(1, cpus // workers),
-                                tokens=steps * config.train.batch_tokens, log_every=warmup, val_every=steps,
-                                deterministic=False)
+                                tokens=(steps + 1) * config.train.batch_tokens, stop_after=steps,
+                                log_every=warmup, val_every=steps, deterministic=False)
+    # One step more than is run: the invocation stops (checkpointed) as a preemption would, so the
+    # figures are not followed by the stage's HF export (minutes for a 1B model, and not measured).
     run = dataclasses.replace(config, name=f"bench-{workers}w", storage=storage, train=train,
                               data=dataclasses.replace(config.data, cache_dir=config.dataset_root),
                               checkpoint=dataclasses.replace(config.checkpoint, every_steps=steps))
@@ -78,23 +102,43 @@ def main() -> None:
     parser.add_argument("--plan", default="jobs/plans/tiny.yaml")
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per measurement")
     parser.add_argument("--warmup", type=int, default=8, help="steps left out as warm-up")
+    parser.add_argument("--workers", default=None,
+                        help="comma-separated worker counts for raygrow train (default: 1,2 on CPU, "
+                             "one per GPU on a GPU machine)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the blocks in both loops")
     args = parser.parse_args()
     config = single_stage(args.plan)
+    if args.compile:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, compile=True))
     from raygrow.data import load_tokenizer
+    from raygrow.model import flops_per_token, param_counts
+    from raygrow.train.metrics import device_peak
 
     vocab = config.model.vocab or load_tokenizer(config.data.tokenizer).vocab_size
+    gpus = torch.cuda.device_count()
+    worker_counts = ([int(w) for w in args.workers.split(",")] if args.workers
+                     else [gpus] if gpus else [1, 2])
     threads = os.cpu_count() or 1
-    figures = {"bare PyTorch loop": bare_loop(config, vocab, args.steps, args.warmup, threads)}
+    device, peak = device_peak()
+    # name -> (tokens/s, devices it ran on); a CPU's measured peak already spans all its threads
+    figures = {"bare PyTorch loop": (bare_loop(config, vocab, args.steps, args.warmup, threads), 1)}
     with tempfile.TemporaryDirectory(prefix="raygrow-bench-") as storage:
-        for workers in (1, 2):
-            figures[f"raygrow train, {workers} worker(s)"] = raygrow_run(
-                config, storage, workers, args.steps, args.warmup)
-    bare = figures["bare PyTorch loop"]
-    print(f"\nmodel {config.model.layers}x{config.model.hidden}, batch {config.train.batch_tokens} tokens, "
-          f"micro-batch {config.train.micro_batch}, {threads} CPU threads, {args.steps - args.warmup} timed steps")
-    print(f"{'loop':32} {'tokens/s':>10} {'ratio':>7}")
-    for name, tokens_per_s in figures.items():
-        print(f"{name:32} {tokens_per_s:10.0f} {tokens_per_s / bare:7.2f}")
+        for workers in worker_counts:
+            figures[f"raygrow train, {workers} worker(s)"] = (
+                raygrow_run(config, storage, workers, args.steps, args.warmup), workers if gpus else 1)
+    bare = figures["bare PyTorch loop"][0]
+    per_token = flops_per_token(config.model, vocab, config.data.seq_len)
+    params = param_counts(config.model, vocab)
+    print(f"\nmodel {config.model.layers}x{config.model.hidden} ({params['params'] / 1e9:.3f}B params, "
+          f"{params['non_embedding_params'] / 1e9:.3f}B non-embedding, {per_token:.4g} FLOPs/token), "
+          f"seq_len {config.data.seq_len}, batch {config.train.batch_tokens} tokens, "
+          f"micro-batch {config.train.micro_batch}, {config.train.precision}, ZeRO-{config.train.zero_stage}, "
+          f"{'compiled blocks' if config.train.compile else 'eager'}, "
+          f"device {device} (peak {peak:.4g} FLOP/s), {threads} CPU threads, {args.steps - args.warmup} timed steps")
+    print(f"{'loop':32} {'tokens/s':>10} {'MFU':>7} {'ratio':>7}")
+    for name, (tokens_per_s, devices) in figures.items():
+        mfu = per_token * tokens_per_s / devices / peak
+        print(f"{name:32} {tokens_per_s:10.0f} {mfu:7.1%} {tokens_per_s / bare:7.2f}")
 
 
 if __name__ == "__main__":
