@@ -76,6 +76,30 @@ def test_trial_keeps_the_base_plans_growth_workers_and_zero_stages():
     assert final.growth.layer_order is None and final.growth.lr == "restart"  # g decides the layers
 
 
+def test_overrides_change_the_base_plan_like_set(tmp_path):
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(hand_base().to_dict()))
+    for plan in (str(path), hand_base().to_dict()):
+        config = hand_sweep(plan=plan, overrides=["train.val_every=4", "model.ffn=32"])
+        base = base_plan(config, tmp_path)
+        assert (base.train.val_every, base.model.ffn) == (4, 32)
+    with pytest.raises(ConfigError, match="plan.train.val_every: must be an integer"):
+        base_plan(hand_sweep(overrides=["train.val_every=often"]), tmp_path)
+
+
+def test_trial_reads_validations_of_both_stages_and_skips_a_half_written_line(tmp_path):
+    from raygrow.tune.trial import validations
+
+    (tmp_path / "stage-0").mkdir()
+    (tmp_path / "stage-1").mkdir()
+    (tmp_path / "stage-0" / "metrics.jsonl").write_text(
+        '{"step": 1, "flops": 10, "tokens": 4, "loss": 5.0}\n{"step": 2, "flops": 20, "tokens": 8, "val_loss": 4.0}\n')
+    (tmp_path / "stage-1" / "metrics.jsonl").write_text(
+        '{"event": "growth", "step": 0, "flops": 20, "tokens": 8, "val_loss": 4.5}\n'
+        '{"step": 1, "flops": 40, "tokens": 12, "val_loss": 3.5}\n{"step": 2, "flops": 60, "val')
+    assert [(r["stage"], r["step"], r["val_loss"]) for r in validations(tmp_path, 2)] == [(0, 2, 4.0), (1, 1, 3.5)]
+
+
 REFUSALS = {
     "g does not divide": ({"space": {"d": [0.25], "g": [4, 3]}}, "space.g[1]: 3 does not divide the final model's 4"),
     "g not above 1": ({"space": {"d": [0.25], "g": [1]}}, "space.g[0]: must be > 1"),

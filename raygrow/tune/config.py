@@ -9,6 +9,7 @@
       g: [2, 4]                 # final layers / small layers
     concurrency: 2              # trials at once; null = as many as the cluster has CPUs for
     asha: {grace: 0.25, reduction_factor: 2}
+    overrides: [train.val_every=4]  # changes to the base plan, as `raygrow train --set`
 
 Validated like run configs (`raygrow.config.from_dict`): unknown keys and bad values stop with
 one line naming the field, before anything runs.
@@ -16,13 +17,14 @@ one line naming the field, before anything runs.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from raygrow.config import RunConfig, from_dict, load_config
+from raygrow.config import RunConfig, apply_override, from_dict, load_config
 from raygrow.errors import ConfigError
 
 
@@ -80,6 +82,8 @@ class SweepConfig:
     storage: str = "./runs/sweeps"
     concurrency: int | None = None  # trials at once; None = as many as the cluster has CPUs for
     asha: AshaConfig = field(default_factory=AshaConfig)
+    overrides: list[str] = field(default_factory=list)  # `key=value` changes to the base plan, as
+    #                                                     `raygrow train --set` (e.g. train.val_every=4)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.plan, (str, dict)) and bool(self.plan), "plan",
@@ -122,9 +126,12 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, Path]:
 def base_plan(config: SweepConfig, relative_to: Path) -> RunConfig:
     """The base plan as a RunConfig; errors name the field under `plan`."""
     try:
-        if isinstance(config.plan, dict):
-            return from_dict(RunConfig, config.plan)
-        path = Path(config.plan)
-        return load_config(path if path.is_absolute() else relative_to / path)
+        if isinstance(config.plan, str):
+            path = Path(config.plan)
+            return load_config(path if path.is_absolute() else relative_to / path, config.overrides)
+        raw = copy.deepcopy(config.plan)
+        for assignment in config.overrides:
+            apply_override(raw, assignment)
+        return from_dict(RunConfig, raw)
     except ConfigError as error:
         raise error.under("plan") from None

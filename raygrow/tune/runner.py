@@ -2,10 +2,10 @@
 
 Order matters (invariant 5): the sweep, the base plan and every trial's plan are validated
 before Ray starts or anything is written. The sweep directory `<storage>/<name>/` holds Tune's
-experiment state, each trial's growth run under `runs/<run>/`, and the results
-(trials.csv, trials.md, sweep.png, best_plan.yaml). Rerunning the same name continues: Tune
-restores its experiment (finished trials are kept, not rerun), and a trial that was cut off
-continues its growth run from that run's newest checkpoint.
+experiment state, each trial's plan, log and growth run (`runs/<run>.yaml`, `runs/<run>.log`,
+`runs/<run>/`), and the results (trials.csv, trials.md, sweep.png, best_plan.yaml). Rerunning
+the same name continues: Tune restores its experiment (finished trials are kept, not rerun), and
+a trial that was cut off continues its growth run from that run's newest checkpoint.
 """
 
 from __future__ import annotations
