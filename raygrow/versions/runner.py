@@ -193,7 +193,8 @@ def _init(context: Context, segment: Segment) -> tuple[str | None, dict | None]:
     if not segment.rebase:
         return str(source), None
     growth = None
-    if context.segments[segment.init].shape != segment.shape:
+    before = shape_of_version(context.config, context.segments[segment.init].shape)
+    if before != shape_of_version(context.config, segment.shape):  # this version boundary grows the model
         source, growth = _grow(context, source, segment)
         # What this segment's LR does after the growth (the operator's recommendation does not apply).
         restart = context.config.versions.data[segment.shape].growth.lr == "restart"
