@@ -139,57 +139,74 @@ PLAN = {"name": "refused", "data": {"source": "stdlib", "seq_len": 32, "max_docu
         "train": {"tokens": 4096, "batch_tokens": 512, "micro_batch": 4}}
 
 
-def raygrow_cli(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    plan = tmp_path / "plan.yaml"
-    plan.write_text(yaml.safe_dump(PLAN))
-    env = {**env, "RAY_ADDRESS": ""}  # never join a cluster from these tests
-    return subprocess.run([sys.executable, "-m", "raygrow.cli", "train", str(plan), *args], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120)
-
-
 SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLE-session-token-never-printed"
 REFUSALS = {
-    # case: (extra CLI args, environment changes, fragments of the one error line)
-    "missing bucket": (["--storage", "s3://no-such-bucket/runs"], {},
-                       ["storage: s3://no-such-bucket/runs/refused", "bucket no-such-bucket does not exist"]),
-    "missing source bucket": (["--storage", "s3://runs/refusals", "--set", "data.source=s3://gone/corpus"], {},
-                              ["data.source: s3://gone/corpus", "bucket gone does not exist"]),
-    "wrong secret": (["--storage", "s3://runs/refusals"], {"AWS_SECRET_ACCESS_KEY": "wrong-secret-never-printed"},
-                     ["storage:", "refused the AWS credentials (SignatureDoesNotMatch)", "AWS_SECRET_ACCESS_KEY"]),
-    "unknown key and token": (["--storage", "s3://runs/refusals"],
+    # case: (overrides, environment changes, fragments of the one error line, through the CLI?)
+    "missing bucket": (["storage=s3://no-such-bucket/runs"], {},
+                       ["storage: s3://no-such-bucket/runs/refused", "bucket no-such-bucket does not exist"], True),
+    "wrong secret": (["storage=s3://runs/refusals"], {"AWS_SECRET_ACCESS_KEY": "wrong-secret-never-printed"},
+                     ["storage:", "refused the AWS credentials (SignatureDoesNotMatch)", "AWS_SECRET_ACCESS_KEY"], True),
+    "no credentials": (["storage=s3://runs/refusals"], {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None},
+                       ["storage:", "no AWS credentials found", "AWS_PROFILE"], True),
+    "unreachable endpoint setting": (["storage=s3://runs/refusals", "s3.endpoint_url=http://127.0.0.1:9"], {},
+                                     ["storage:", "cannot connect to endpoint http://127.0.0.1:9 (s3.endpoint_url"],
+                                     True),
+    "missing source bucket": (["storage=s3://runs/refusals", "data.source=s3://gone/corpus"], {},
+                              ["data.source: s3://gone/corpus", "bucket gone does not exist"], False),
+    "unknown key and token": (["storage=s3://runs/refusals"],
                               {"AWS_ACCESS_KEY_ID": "AKIANEVERPRINTED0000", "AWS_SESSION_TOKEN": SESSION_TOKEN},
-                              ["storage:", "refused the AWS credentials"]),
-    "no credentials": (["--storage", "s3://runs/refusals"], {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None},
-                       ["storage:", "no AWS credentials found", "AWS_PROFILE"]),
-    "unreachable endpoint setting": (["--storage", "s3://runs/refusals", "--set", "s3.endpoint_url=http://127.0.0.1:9"],
-                                     {}, ["storage:", "cannot connect to endpoint http://127.0.0.1:9 (s3.endpoint_url"]),
-    "unreachable endpoint env": (["--storage", "s3://runs/refusals"], {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
-                                 ["cannot connect to endpoint http://127.0.0.1:9", "AWS_ENDPOINT_URL"]),
-    "bad endpoint setting": (["--storage", "s3://runs/refusals", "--set", "s3.endpoint_url=127.0.0.1:9"], {},
-                             ["s3.endpoint_url: must be an http:// or https:// URL"]),
-    "other scheme": (["--storage", "gs://bucket/runs"], {}, ["gs:// paths are not supported", "s3://bucket/prefix"]),
+                              ["storage:", "refused the AWS credentials"], False),
+    "unreachable endpoint env": (["storage=s3://runs/refusals"], {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+                                 ["cannot connect to endpoint http://127.0.0.1:9", "AWS_ENDPOINT_URL"], False),
+    "bad endpoint setting": (["storage=s3://runs/refusals", "s3.endpoint_url=127.0.0.1:9"], {},
+                             ["s3.endpoint_url: must be an http:// or https:// URL"], False),
+    "other scheme": (["storage=gs://bucket/runs"], {}, ["gs:// paths are not supported", "s3://bucket/prefix"], False),
 }
+NEVER_SHOWN = ("wrong-secret-never-printed", "AKIANEVERPRINTED0000", SESSION_TOKEN)
+
+
+def refusal_line(tmp_path: Path, overrides: list[str], env: dict[str, str], through_cli: bool) -> str:
+    """The error a refused `raygrow train` prints: from the command itself (exit status 2, one
+    line on stderr), or, to keep the test fast, from the driver's checks in this process."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(PLAN))
+    if not through_cli:
+        from raygrow.config import load_config
+        from raygrow.driver import check
+        from raygrow.errors import RaygrowError
+
+        with pytest.MonkeyPatch.context() as patch:
+            for name in set(os.environ) | set(env):
+                patch.setenv(name, env[name]) if name in env else patch.delenv(name)
+            with pytest.raises(RaygrowError) as refused:
+                check(load_config(plan, overrides))
+        return f"raygrow: error: {refused.value}"
+    args = [arg for override in overrides for arg in ("--set", override)]
+    result = subprocess.run([sys.executable, "-m", "raygrow.cli", "train", str(plan), *args], cwd=tmp_path,
+                            env={**env, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    return result.stderr
 
 
 @pytest.mark.parametrize("case", REFUSALS, ids=list(REFUSALS))
-def test_bad_bucket_credentials_or_endpoint_are_refused_before_any_work(s3, tmp_path, case):
-    args, changes, fragments = REFUSALS[case]
+def test_bad_bucket_credentials_or_endpoint_are_refused_before_any_work(s3, tmp_path, caplog, case):
+    overrides, changes, fragments, through_cli = REFUSALS[case]
     env = {**os.environ, "AWS_ENDPOINT_URL": s3.endpoint}
     for name, value in changes.items():
         env.pop(name) if value is None else env.__setitem__(name, value)
     before = s3.keys("runs")
     started = time.monotonic()
-    result = raygrow_cli(tmp_path, *args, env=env)
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("raygrow: error: "), result.stderr
+    output = refusal_line(tmp_path, overrides, env, through_cli)
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("raygrow: error: "), output
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     assert time.monotonic() - started < 60
     assert s3.keys("runs") == before  # nothing written
     assert sorted(path.name for path in tmp_path.iterdir()) == ["plan.yaml"]
-    for secret in (s3.secret, s3.key_id, "wrong-secret-never-printed", "AKIANEVERPRINTED0000", SESSION_TOKEN):
-        assert secret not in result.stdout + result.stderr
+    for secret in (s3.secret, s3.key_id, *NEVER_SHOWN):
+        assert secret not in output and secret not in caplog.text
 
 
 # ---- prepare, train, resume, export on S3 --------------------------------------------------

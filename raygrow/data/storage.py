@@ -97,7 +97,9 @@ def join(base: str | Path, *names: str) -> str:
 
 
 def parent(path: str | Path) -> str:
-    return str(path).rstrip("/").rsplit("/", 1)[0]
+    if is_remote(path):
+        return str(path).rstrip("/").rsplit("/", 1)[0]
+    return os.path.dirname(os.path.abspath(os.path.expanduser(str(path))))
 
 
 def base_name(path: str | Path) -> str:
