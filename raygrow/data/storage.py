@@ -39,7 +39,8 @@ FileType = pafs.FileType
 
 # botocore says at INFO where it found credentials, once per process: noise in every worker's log
 # and in front of the CLI's one-line errors.
-logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
+for _name in ("botocore.credentials", "aiobotocore.credentials"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
