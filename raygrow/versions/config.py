@@ -73,7 +73,10 @@ class VersionSpec:
 
 @dataclass
 class VersionsConfig:
-    """Data versions v1..vn and how each version's release is trained (raygrow.versions)."""
+    """Data versions v1..vn and how each version's release is trained (raygrow.versions).
+
+    `decay_fraction` defaults to 0.6, the branch share of LR path switching (arXiv 2410.04103);
+    it reproduces the paper's cost figure (see PAPER_DECAY_FRACTION)."""
 
     mode: Literal["path_switching", "from_scratch", "continual"] = "path_switching"
     # path_switching: a branch decays the LR from peak to the minimum over this share of its
