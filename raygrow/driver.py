@@ -72,7 +72,10 @@ def _watch(coordinator, config: RunConfig, show_progress: bool) -> dict:
     bar, bar_stage = None, None
     while True:
         ready, _ = ray.wait([future], timeout=0.5)
-        status = ray.get(coordinator.status.remote()) if not ready else None
+        try:
+            status = ray.get(coordinator.status.remote()) if not ready else None
+        except ray.exceptions.RayActorError:
+            break  # the coordinator died since the wait: `ray.get(future)` below says so
         if status and show_progress:
             if status["stage"] != bar_stage:
                 if bar is not None:
@@ -97,6 +100,11 @@ def _watch(coordinator, config: RunConfig, show_progress: bool) -> dict:
                            "continue where it stopped") from None
 
 
+# Coordinators are named after their run directory in one namespace shared by all drivers, so a
+# second driver of the same run on the cluster finds the first and is refused.
+COORDINATOR_NAMESPACE = "raygrow"
+
+
 def train(config: RunConfig, show_progress: bool = True) -> dict:
     """Run every stage of `config` (or up to `train.stop_after`); returns summary.json's contents."""
     check(config)
@@ -110,14 +118,12 @@ def train(config: RunConfig, show_progress: bool = True) -> dict:
     from raygrow.coordinator import Coordinator
 
     name = f"raygrow:{storage.canonical(config.run_dir)}"
-    try:
-        ray.get_actor(name)
+    try:  # every driver (each `ray job submit`, each Tune trial) has its own namespace: name it in ours
+        coordinator = Coordinator.options(name=name, namespace=COORDINATOR_NAMESPACE).remote(
+            config.to_dict(), dataset_dir(config), autoscaling, os.environ.get("RAYGROW_FAULT"))
+    except ValueError:  # the name is taken: another driver is running this run
         raise RaygrowError(f"run {config.name} is already running on this cluster; wait for it or pick "
-                           "another --name")
-    except ValueError:
-        pass  # no such actor: nobody else is driving this run
-    coordinator = Coordinator.options(name=name).remote(config.to_dict(), dataset_dir(config), autoscaling,
-                                                        os.environ.get("RAYGROW_FAULT"))
+                           "another --name") from None
     try:
         return _watch(coordinator, config, show_progress)
     finally:

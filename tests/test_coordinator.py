@@ -115,7 +115,7 @@ def test_killed_coordinator_resumes_in_stage_two(grown, tiny_config):
     deadline = time.monotonic() + 600
     while not checkpoint.candidates(run_dir / "stage-1") and time.monotonic() < deadline:
         time.sleep(0.5)
-    ray.kill(ray.get_actor(f"raygrow:{run_dir.resolve()}"))
+    ray.kill(ray.get_actor(f"raygrow:{run_dir.resolve()}", namespace=driver.COORDINATOR_NAMESPACE))
     thread.join(timeout=300)
     assert isinstance(outcome["error"], RaygrowError)
     state = json.loads((run_dir / "coordinator.json").read_text())
@@ -189,3 +189,48 @@ def _capture(function, *args):
     except Exception as error:  # noqa: BLE001 - the test inspects it
         return error
     return None
+
+
+@ray.remote(num_cpus=0)
+class _OtherDriversCoordinator:
+    """Stands for the coordinator that another driver (another job, its own namespace) started."""
+
+    def ping(self) -> bool:
+        return True
+
+
+def test_second_driver_of_a_running_run_is_refused(ray_local, tiny_config):
+    config = tiny_config("driven-twice")
+    from raygrow.data.storage import canonical
+
+    other = _OtherDriversCoordinator.options(
+        name=f"raygrow:{canonical(config.run_dir)}", namespace=driver.COORDINATOR_NAMESPACE).remote()
+    assert ray.get(other.ping.remote())
+    try:
+        with pytest.raises(RaygrowError, match="already running"):
+            driver.train(config, show_progress=False)
+        assert not list(Path(config.run_dir).glob("stage-*/checkpoint_*"))  # nothing trained
+    finally:
+        ray.kill(other)
+
+
+def test_records_lost_after_the_final_checkpoint_come_back_and_the_run_completes(ray_local, tiny_config):
+    """A coordinator that dies after a stage's final checkpoint but before writing its last records
+    down: the rerun resumes at that checkpoint, which carries its step's record, so the stage log
+    ends where training ended and the run completes instead of counting the stage unfinished."""
+    config = tiny_config("lost-records", train={"tokens": 4 * 512})
+    run_dir = Path(config.run_dir)
+    first = driver.train(config, show_progress=False)
+    assert first["complete"]
+    log = run_dir / "stage-0" / "metrics.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    final = [r for r in records if r.get("step") == 4 and "event" not in r]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records if r.get("step", 0) < 4 or "event" in r))
+    state = json.loads((run_dir / "coordinator.json").read_text())
+    (run_dir / "coordinator.json").write_text(json.dumps({**state, "stage": 0, "phase": "training"}))
+
+    again = driver.train(config, show_progress=False)
+    assert again["complete"]
+    restored = [r for r in stage_records(run_dir, 0) if r.get("step") == 4 and "event" not in r]
+    assert len(restored) == 1 and restored[0]["val_loss"] == final[0]["val_loss"]
+    assert restored[0]["loss"] == final[0]["loss"]

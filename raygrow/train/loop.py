@@ -97,6 +97,11 @@ class Worker:
             self._roll_back_row_log()
             self.emit({"event": "resume", "step": self.progress.step,
                        "checkpoint": storage.base_name(resume_from)})
+            # The checkpointed step's own record comes back from the checkpoint: if the process that
+            # collects records died before writing it down, the log still ends where training did.
+            record = meta.get("record")
+            if record and record.get("step") == self.progress.step:
+                self.emit(record)
         self.started_from_growth = resume_from is None and init_from is not None
         return engine
 
@@ -201,7 +206,7 @@ class Worker:
     def save_checkpoint(self, metrics: dict) -> None:
         state = gather_full_state(self.engine)  # collective: every rank
         meta = {**self.progress.__dict__, "world_size": self.world, "zero_stage": self.config.train.zero_stage,
-                "shape": self.config.model.__dict__, "vocab": self.vocab}
+                "shape": self.config.model.__dict__, "vocab": self.vocab, "record": metrics}
         with tempfile.TemporaryDirectory(prefix="raygrow-ckpt-") as tmp:
             saved = None
             if self.rank == 0:

@@ -60,7 +60,8 @@ def write_jsonl(path: str | Path, records: list[dict]) -> None:
 
 
 class MetricsLog:
-    """Appends rank 0's records to <stage>/metrics.jsonl; a resume drops records past its step.
+    """Appends rank 0's records to <stage>/metrics.jsonl; a resume drops the records of its step
+    and later ones (the worker sends the resumed step's record again, from the checkpoint).
 
     Locally every `write` reaches the file at once. An object store has no append (each write
     uploads the whole file again), so there records are batched: written at most every
@@ -101,7 +102,8 @@ class MetricsLog:
         kept = self._read()
         for record in stamped:
             if record.get("event") == "resume":
-                kept = [r for r in kept if r.get("step", 0) <= record["step"] or "event" in r]
+                # the resumed step's record is re-sent from its checkpoint (see loop.Worker._build)
+                kept = [r for r in kept if r.get("step", 0) < record["step"] or "event" in r]
             kept.append(record)
         write_jsonl(self.path, kept)
 
