@@ -19,7 +19,8 @@ import yaml
 from raygrow.errors import ConfigError
 
 
-def _require(ok: bool, name: str, message: str) -> None:
+def require(ok: bool, name: str, message: str) -> None:
+    """Raise ConfigError(name, message) unless `ok`."""
     if not ok:
         raise ConfigError(name, message)
 
@@ -39,18 +40,18 @@ class Shape:
 
     def __post_init__(self) -> None:
         for name in ("layers", "hidden", "heads"):
-            _require(getattr(self, name) >= 1, name, f"must be ≥ 1, got {getattr(self, name)}")
+            require(getattr(self, name) >= 1, name, f"must be ≥ 1, got {getattr(self, name)}")
         if self.kv_heads is None:
             self.kv_heads = self.heads
         if self.ffn is None:
             self.ffn = -(-8 * self.hidden // 3 // 8) * 8
-        _require(self.hidden % self.heads == 0, "hidden",
+        require(self.hidden % self.heads == 0, "hidden",
                  f"must be divisible by heads ({self.heads}), got {self.hidden}")
-        _require(self.kv_heads >= 1 and self.heads % self.kv_heads == 0, "kv_heads",
+        require(self.kv_heads >= 1 and self.heads % self.kv_heads == 0, "kv_heads",
                  f"must divide heads ({self.heads}), got {self.kv_heads}")
-        _require(self.ffn >= 1, "ffn", f"must be ≥ 1, got {self.ffn}")
-        _require(self.vocab is None or self.vocab >= 2, "vocab", f"must be ≥ 2, got {self.vocab}")
-        _require(self.max_positions >= 1, "max_positions", f"must be ≥ 1, got {self.max_positions}")
+        require(self.ffn >= 1, "ffn", f"must be ≥ 1, got {self.ffn}")
+        require(self.vocab is None or self.vocab >= 2, "vocab", f"must be ≥ 2, got {self.vocab}")
+        require(self.max_positions >= 1, "max_positions", f"must be ≥ 1, got {self.max_positions}")
 
     @property
     def head_dim(self) -> int:
@@ -72,13 +73,13 @@ class DataConfig:
     shuffle_seed: int = 0  # row order is a seeded permutation per epoch
 
     def __post_init__(self) -> None:
-        _require(bool(self.source), "source", "must name 'stdlib', a file, a directory or a glob")
-        _require(self.seq_len >= 2, "seq_len", f"must be ≥ 2, got {self.seq_len}")
-        _require(0.0 < self.val_fraction < 1.0, "val_fraction",
+        require(bool(self.source), "source", "must name 'stdlib', a file, a directory or a glob")
+        require(self.seq_len >= 2, "seq_len", f"must be ≥ 2, got {self.seq_len}")
+        require(0.0 < self.val_fraction < 1.0, "val_fraction",
                  f"must be in (0, 1), got {self.val_fraction}")
-        _require(self.max_documents is None or self.max_documents >= 1, "max_documents",
+        require(self.max_documents is None or self.max_documents >= 1, "max_documents",
                  f"must be ≥ 1, got {self.max_documents}")
-        _require(self.rows_per_shard >= 1, "rows_per_shard", f"must be ≥ 1, got {self.rows_per_shard}")
+        require(self.rows_per_shard >= 1, "rows_per_shard", f"must be ≥ 1, got {self.rows_per_shard}")
 
 
 @dataclass
@@ -117,31 +118,31 @@ class TrainConfig:
     #                        steps on a GPU after a one-off compile; ZeRO 0-2 only
 
     def __post_init__(self) -> None:
-        _require(self.tokens >= 1, "tokens", f"must be ≥ 1, got {self.tokens}")
-        _require(self.workers >= 1, "workers", f"must be ≥ 1, got {self.workers}")
-        _require(self.cpus_per_worker is None or self.cpus_per_worker > 0, "cpus_per_worker",
+        require(self.tokens >= 1, "tokens", f"must be ≥ 1, got {self.tokens}")
+        require(self.workers >= 1, "workers", f"must be ≥ 1, got {self.workers}")
+        require(self.cpus_per_worker is None or self.cpus_per_worker > 0, "cpus_per_worker",
                  f"must be > 0, got {self.cpus_per_worker}")
-        _require(0 <= self.zero_stage <= 3, "zero_stage", f"must be 0..3, got {self.zero_stage}")
-        _require(self.precision in ("fp32", "bf16"), "precision",
+        require(0 <= self.zero_stage <= 3, "zero_stage", f"must be 0..3, got {self.zero_stage}")
+        require(self.precision in ("fp32", "bf16"), "precision",
                  f"must be fp32 or bf16, got {self.precision!r}")
-        _require(self.schedule in ("constant", "cosine", "wsd"), "schedule",
+        require(self.schedule in ("constant", "cosine", "wsd"), "schedule",
                  f"must be constant, cosine or wsd, got {self.schedule!r}")
-        _require(self.batch_tokens >= 1, "batch_tokens", f"must be ≥ 1, got {self.batch_tokens}")
-        _require(self.micro_batch >= 1, "micro_batch", f"must be ≥ 1, got {self.micro_batch}")
-        _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
-        _require(self.warmup_steps >= 0, "warmup_steps", f"must be ≥ 0, got {self.warmup_steps}")
-        _require(0 < self.decay_fraction <= 1, "decay_fraction",
+        require(self.batch_tokens >= 1, "batch_tokens", f"must be ≥ 1, got {self.batch_tokens}")
+        require(self.micro_batch >= 1, "micro_batch", f"must be ≥ 1, got {self.micro_batch}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        require(self.warmup_steps >= 0, "warmup_steps", f"must be ≥ 0, got {self.warmup_steps}")
+        require(0 < self.decay_fraction <= 1, "decay_fraction",
                  f"must be in (0, 1], got {self.decay_fraction}")
-        _require(self.grad_clip >= 0, "grad_clip", f"must be ≥ 0, got {self.grad_clip}")
-        _require(self.max_failures >= -1, "max_failures", f"must be ≥ -1 (-1 = forever), got {self.max_failures}")
-        _require(not (self.compile and self.zero_stage == 3), "compile",
+        require(self.grad_clip >= 0, "grad_clip", f"must be ≥ 0, got {self.grad_clip}")
+        require(self.max_failures >= -1, "max_failures", f"must be ≥ -1 (-1 = forever), got {self.max_failures}")
+        require(not (self.compile and self.zero_stage == 3), "compile",
                  "is not supported with zero_stage 3 (ZeRO-3 gathers parameters inside the blocks); "
                  "use zero_stage 0-2 or compile: false")
-        _require(self.stop_after is None or self.stop_after >= 1, "stop_after",
+        require(self.stop_after is None or self.stop_after >= 1, "stop_after",
                  f"must be ≥ 1, got {self.stop_after}")
         for name in ("log_every", "val_every", "val_rows"):
-            _require(getattr(self, name) >= 1, name, f"must be ≥ 1, got {getattr(self, name)}")
+            require(getattr(self, name) >= 1, name, f"must be ≥ 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -150,8 +151,8 @@ class CheckpointConfig:
     keep: int = 2  # keep the last k complete checkpoints
 
     def __post_init__(self) -> None:
-        _require(self.every_steps >= 1, "every_steps", f"must be ≥ 1, got {self.every_steps}")
-        _require(self.keep >= 1, "keep", f"must be ≥ 1, got {self.keep}")
+        require(self.every_steps >= 1, "every_steps", f"must be ≥ 1, got {self.every_steps}")
+        require(self.keep >= 1, "keep", f"must be ≥ 1, got {self.keep}")
 
 
 @dataclass
@@ -164,7 +165,7 @@ class S3Config:
     region: str | None = None  # None = AWS_REGION / AWS_DEFAULT_REGION / the profile's
 
     def __post_init__(self) -> None:
-        _require(self.endpoint_url is None or self.endpoint_url.startswith(("http://", "https://")),
+        require(self.endpoint_url is None or self.endpoint_url.startswith(("http://", "https://")),
                  "endpoint_url", f"must be an http:// or https:// URL, got {self.endpoint_url!r}")
 
 
@@ -189,9 +190,9 @@ class GrowthConfig:
         for name, allowed in (("depth_op", DEPTH_OPS), ("width_op", WIDTH_OPS),
                               ("optimizer", OPTIMIZER_POLICIES), ("lr", LR_POLICIES)):
             value = getattr(self, name)
-            _require(value is None or value in allowed, name,
+            require(value is None or value in allowed, name,
                      f"must be one of {', '.join(allowed)}, got {value!r}")
-        _require(self.ramp_steps >= 1, "ramp_steps", f"must be ≥ 1, got {self.ramp_steps}")
+        require(self.ramp_steps >= 1, "ramp_steps", f"must be ≥ 1, got {self.ramp_steps}")
 
 
 @dataclass
@@ -202,8 +203,8 @@ class WorkerRange:
     max: int
 
     def __post_init__(self) -> None:
-        _require(self.min >= 1, "min", f"must be ≥ 1, got {self.min}")
-        _require(self.max >= self.min, "max", f"must be ≥ min ({self.min}), got {self.max}")
+        require(self.min >= 1, "min", f"must be ≥ 1, got {self.min}")
+        require(self.max >= self.min, "max", f"must be ≥ min ({self.min}), got {self.max}")
 
 
 @dataclass
@@ -218,13 +219,13 @@ class StageConfig:
     growth: GrowthConfig | None = None  # how this stage's model comes from the previous one
 
     def __post_init__(self) -> None:
-        _require(self.tokens >= 1, "tokens", f"must be ≥ 1, got {self.tokens}")
-        _require((self.shape is None) != (self.params is None), "shape",
+        require(self.tokens >= 1, "tokens", f"must be ≥ 1, got {self.tokens}")
+        require((self.shape is None) != (self.params is None), "shape",
                  "give either a shape or params (a parameter count, for planning only)")
-        _require(self.params is None or self.params >= 1, "params", f"must be ≥ 1, got {self.params}")
-        _require(not isinstance(self.workers, int) or self.workers >= 1, "workers",
+        require(self.params is None or self.params >= 1, "params", f"must be ≥ 1, got {self.params}")
+        require(not isinstance(self.workers, int) or self.workers >= 1, "workers",
                  f"must be ≥ 1, got {self.workers}")
-        _require(self.zero_stage is None or 0 <= self.zero_stage <= 3, "zero_stage",
+        require(self.zero_stage is None or 0 <= self.zero_stage <= 3, "zero_stage",
                  f"must be 0..3, got {self.zero_stage}")
 
 
@@ -240,15 +241,15 @@ def _check_transition(index: int, before: StageConfig, after: StageConfig) -> No
         return
     for name in GROWN_DIMENSIONS:
         old, new = getattr(before.shape, name), getattr(after.shape, name)
-        _require(new >= old, f"{where}.shape.{name}",
+        require(new >= old, f"{where}.shape.{name}",
                  f"must be ≥ {old} (stage {index - 1}'s); growth never shrinks, got {new}")
-    _require(after.shape.tie_embeddings == before.shape.tie_embeddings, f"{where}.shape.tie_embeddings",
+    require(after.shape.tie_embeddings == before.shape.tie_embeddings, f"{where}.shape.tie_embeddings",
              "must match the previous stage")
     depth_changes = after.shape.layers != before.shape.layers
     width_changes = any(getattr(after.shape, n) != getattr(before.shape, n) for n in GROWN_DIMENSIONS[1:])
-    _require(not depth_changes or after.growth.depth_op is not None, f"{where}.growth.depth_op",
+    require(not depth_changes or after.growth.depth_op is not None, f"{where}.growth.depth_op",
              f"layers grow {before.shape.layers} → {after.shape.layers}: name a depth operator")
-    _require(not width_changes or after.growth.width_op is not None, f"{where}.growth.width_op",
+    require(not width_changes or after.growth.width_op is not None, f"{where}.growth.width_op",
              "widths grow: name a width operator")
 
 
@@ -267,14 +268,14 @@ class RunConfig:
     s3: S3Config = field(default_factory=S3Config)
 
     def __post_init__(self) -> None:
-        _require(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name",
+        require(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name",
                  f"must be a plain directory name, got {self.name!r}")
-        _require((self.model is None) != (not self.stages), "model",
+        require((self.model is None) != (not self.stages), "model",
                  "give either model (one stage) or stages (a growth plan)")
-        _require(self.train.batch_tokens % self.data.seq_len == 0, "train.batch_tokens",
+        require(self.train.batch_tokens % self.data.seq_len == 0, "train.batch_tokens",
                  f"must be a multiple of data.seq_len ({self.data.seq_len}), got {self.train.batch_tokens}")
         if self.stages:
-            _require(self.stages[0].growth is None, "stages[0].growth", "the first stage has nothing to grow from")
+            require(self.stages[0].growth is None, "stages[0].growth", "the first stage has nothing to grow from")
             for index in range(1, len(self.stages)):
                 _check_transition(index, self.stages[index - 1], self.stages[index])
         for index, stage in enumerate(self.plan_stages):
@@ -284,14 +285,14 @@ class RunConfig:
 
     def _check_stage(self, where: str, stage: StageConfig) -> None:
         if stage.shape is not None:
-            _require(self.data.seq_len <= stage.shape.max_positions, "data.seq_len",
+            require(self.data.seq_len <= stage.shape.max_positions, "data.seq_len",
                      f"{self.data.seq_len} is over {where or 'model.'}max_positions ({stage.shape.max_positions})")
         low, high = self.worker_range(stage)
         for workers in range(low, high + 1):
-            _require(self.batch_rows % (workers * self.train.micro_batch) == 0, "train.micro_batch",
+            require(self.batch_rows % (workers * self.train.micro_batch) == 0, "train.micro_batch",
                      f"{self.batch_rows} rows per step must split evenly over {workers} workers × "
                      f"micro_batch {self.train.micro_batch}")
-        _require(stage.tokens >= self.train.batch_tokens, f"{where}tokens" if where else "train.tokens",
+        require(stage.tokens >= self.train.batch_tokens, f"{where}tokens" if where else "train.tokens",
                  f"{stage.tokens} is less than one batch ({self.train.batch_tokens} tokens)")
 
     @property
@@ -360,7 +361,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
                 errors.insert(0 if isinstance(value, dict) and dataclasses.is_dataclass(option) else len(errors), error)
         raise errors[0]
     if origin is list:
-        _require(isinstance(value, list), name, f"must be a list, got {value!r}")
+        require(isinstance(value, list), name, f"must be a list, got {value!r}")
         (item_hint,) = typing.get_args(hint)
         items = []
         for index, item in enumerate(value):
@@ -371,13 +372,13 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         return items
     if origin is Literal:
         allowed = typing.get_args(hint)
-        _require(value in allowed, name, f"must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        require(value in allowed, name, f"must be one of {', '.join(map(str, allowed))}, got {value!r}")
         return value
     if dataclasses.is_dataclass(hint):
-        _require(isinstance(value, dict), name, f"must be a mapping, got {value!r}")
+        require(isinstance(value, dict), name, f"must be a mapping, got {value!r}")
         return from_dict(hint, value)
     if hint is bool:
-        _require(isinstance(value, bool), name, f"must be true or false, got {value!r}")
+        require(isinstance(value, bool), name, f"must be true or false, got {value!r}")
         return value
     if hint in (int, float):
         if isinstance(value, str):
@@ -385,10 +386,10 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         if hint is int and isinstance(value, float) and value.is_integer():
             value = int(value)
         ok = isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
-        _require(ok, name, f"must be {'a number' if hint is float else 'an integer'}, got {value!r}")
+        require(ok, name, f"must be {'a number' if hint is float else 'an integer'}, got {value!r}")
         return hint(value)
     if hint is str:
-        _require(isinstance(value, str), name, f"must be a string, got {value!r}")
+        require(isinstance(value, str), name, f"must be a string, got {value!r}")
         return value
     return value
 
@@ -447,11 +448,11 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
             node = node[key]
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Read a run config YAML, apply `a.b=c` overrides, validate. Raises ConfigError."""
+def read_yaml(path: str | Path, what: str = "config") -> dict:
+    """The mapping a YAML file holds; ConfigError naming the file (and line) otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError("", f"config file {path} does not exist")
+        raise ConfigError("", f"{what} file {path} does not exist")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
@@ -459,7 +460,13 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         where = f" (line {mark.line + 1})" if mark else ""
         raise ConfigError("", f"{path}{where} is not valid YAML") from None
     if not isinstance(raw, dict):
-        raise ConfigError("", f"{path} must hold a mapping of sections")
+        raise ConfigError("", f"{path} must hold a mapping of fields")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a run config YAML, apply `a.b=c` overrides, validate. Raises ConfigError."""
+    raw = read_yaml(path)
     for assignment in overrides:
         apply_override(raw, assignment)
     return from_dict(RunConfig, raw)

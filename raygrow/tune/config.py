@@ -22,22 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from raygrow.config import RunConfig, apply_override, from_dict, load_config
+from raygrow.config import (
+    RunConfig,
+    apply_override,
+    from_dict,
+    load_config,
+    read_yaml,
+    require,
+)
 from raygrow.errors import ConfigError
 
 
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(name, message)
-
-
 def _check_grid(name: str, values: list[float], low: float, low_text: str) -> None:
-    _require(bool(values), name, "must list at least one value")
+    require(bool(values), name, "must list at least one value")
     for index, value in enumerate(values):
-        _require(value > low, f"{name}[{index}]", f"must be {low_text}, got {value:g}")
-        _require(value not in values[:index], f"{name}[{index}]", f"{value:g} is listed twice")
+        require(value > low, f"{name}[{index}]", f"must be {low_text}, got {value:g}")
+        require(value not in values[:index], f"{name}[{index}]", f"{value:g} is listed twice")
 
 
 @dataclass
@@ -62,9 +62,9 @@ class AshaConfig:
     brackets: int = 1  # ASHA brackets (1: every trial may be stopped from the first rung on)
 
     def __post_init__(self) -> None:
-        _require(self.grace > 0, "grace", f"must be > 0, got {self.grace:g}")
-        _require(self.reduction_factor > 1, "reduction_factor", f"must be > 1, got {self.reduction_factor:g}")
-        _require(self.brackets >= 1, "brackets", f"must be ≥ 1, got {self.brackets}")
+        require(self.grace > 0, "grace", f"must be > 0, got {self.grace:g}")
+        require(self.reduction_factor > 1, "reduction_factor", f"must be > 1, got {self.reduction_factor:g}")
+        require(self.brackets >= 1, "brackets", f"must be ≥ 1, got {self.brackets}")
 
     def grace_flops(self, budget: float) -> float:
         return self.grace * budget if self.grace < 1 else self.grace
@@ -86,16 +86,16 @@ class SweepConfig:
     #                                                     `raygrow train --set` (e.g. train.val_every=4)
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.plan, (str, dict)) and bool(self.plan), "plan",
+        require(isinstance(self.plan, (str, dict)) and bool(self.plan), "plan",
                  "must be a plan file path or an inline plan mapping")
-        _require(self.flop_budget > 0, "flop_budget", f"must be > 0, got {self.flop_budget:g}")
-        _require(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name",
+        require(self.flop_budget > 0, "flop_budget", f"must be > 0, got {self.flop_budget:g}")
+        require(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name",
                  f"must be a plain directory name, got {self.name!r}")
-        _require(bool(self.storage) and "://" not in self.storage, "storage",
+        require(bool(self.storage) and "://" not in self.storage, "storage",
                  f"must be a filesystem path every node mounts, got {self.storage!r}")
-        _require(self.concurrency is None or self.concurrency >= 1, "concurrency",
+        require(self.concurrency is None or self.concurrency >= 1, "concurrency",
                  f"must be ≥ 1 (or null), got {self.concurrency}")
-        _require(self.asha.grace_flops(self.flop_budget) < self.flop_budget, "asha.grace",
+        require(self.asha.grace_flops(self.flop_budget) < self.flop_budget, "asha.grace",
                  f"the first rung ({self.asha.grace_flops(self.flop_budget):g} FLOPs) must come before the "
                  f"end of the budget ({self.flop_budget:g})")
 
@@ -106,21 +106,13 @@ class SweepConfig:
 
 def sweep_config(raw: dict[str, Any]) -> SweepConfig:
     """Validate a raw sweep mapping; raises ConfigError naming the field."""
-    _require(isinstance(raw, dict), "", "a sweep must be a mapping of fields")
+    require(isinstance(raw, dict), "", "a sweep must be a mapping of fields")
     return from_dict(SweepConfig, raw)
 
 
 def load_sweep(path: str | Path) -> tuple[SweepConfig, Path]:
     """Read a sweep file; returns it and the directory its relative plan path starts from."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("", f"sweep file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        raise ConfigError("", f"{path}{f' (line {mark.line + 1})' if mark else ''} is not valid YAML") from None
-    return sweep_config(raw), path.parent
+    return sweep_config(read_yaml(path, "sweep")), Path(path).parent
 
 
 def base_plan(config: SweepConfig, relative_to: Path) -> RunConfig:

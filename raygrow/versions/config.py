@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from raygrow.config import GrowthConfig, Shape, StageConfig, _check_transition, _require
+from raygrow.config import GrowthConfig, Shape, StageConfig, _check_transition, require
 from raygrow.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class DocumentSlice:
     end: int | None = None  # exclusive; None = to the end of the source
 
     def __post_init__(self) -> None:
-        _require(self.start >= 0, "start", f"must be ≥ 0, got {self.start}")
+        require(self.start >= 0, "start", f"must be ≥ 0, got {self.start}")
 
 
 @dataclass
@@ -62,12 +62,12 @@ class VersionSpec:
     name: str | None = None  # None = v<k>, k counting from 1
 
     def __post_init__(self) -> None:
-        _require(self.tokens is None or self.tokens >= 1, "tokens", f"must be ≥ 1, got {self.tokens}")
+        require(self.tokens is None or self.tokens >= 1, "tokens", f"must be ≥ 1, got {self.tokens}")
         if self.documents is not None and self.documents.end is not None:
-            _require(self.documents.end > self.documents.start, "documents",
+            require(self.documents.end > self.documents.start, "documents",
                      f"empty slice [{self.documents.start}, {self.documents.end}); a version needs "
                      "at least one document")
-        _require(self.name is None or re.fullmatch(r"[A-Za-z0-9._-]+", self.name) is not None, "name",
+        require(self.name is None or re.fullmatch(r"[A-Za-z0-9._-]+", self.name) is not None, "name",
                  f"must be a plain name (letters, digits, . _ -), got {self.name!r}")
 
 
@@ -85,12 +85,12 @@ class VersionsConfig:
     data: list[VersionSpec] = field(default_factory=list)  # the versions, oldest first
 
     def __post_init__(self) -> None:
-        _require(self.mode in MODES, "mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
-        _require(0 < self.decay_fraction <= 1, "decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
-        _require(len(self.data) >= 1, "data", "list at least one version")
+        require(self.mode in MODES, "mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        require(0 < self.decay_fraction <= 1, "decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
+        require(len(self.data) >= 1, "data", "list at least one version")
         names = self.names
         for index, name in enumerate(names):
-            _require(name not in names[:index], f"data[{index}].name",
+            require(name not in names[:index], f"data[{index}].name",
                      f"{name!r} is used by an earlier version; names must be unique")
         _check_numbered_order(names)
 
@@ -104,7 +104,7 @@ def _check_numbered_order(names: list[str]) -> None:
     numbered = [(index, int(m.group(1))) for index, name in enumerate(names)
                 if (m := re.fullmatch(r"[vV](\d+)", name))]
     for (_, before), (index, number) in zip(numbered, numbered[1:]):
-        _require(number > before, f"data[{index}].name",
+        require(number > before, f"data[{index}].name",
                  f"v{number} comes after v{before}; list versions oldest first")
 
 
@@ -118,7 +118,7 @@ def check_versions(run: RunConfig) -> None:
     for index, spec in enumerate(versions.data):
         where = f"versions.data[{index}]"
         if spec.tokens is not None:
-            _require(spec.tokens >= run.train.batch_tokens, f"{where}.tokens",
+            require(spec.tokens >= run.train.batch_tokens, f"{where}.tokens",
                      f"{spec.tokens} is less than one batch ({run.train.batch_tokens} tokens)")
         _check_slice_order(where, index, source_of(run, spec), spec.documents, slices)
         _check_shape(run, index)
@@ -144,13 +144,13 @@ def _check_shape(run: RunConfig, index: int) -> None:
     spec = run.versions.data[index]
     where = f"versions.data[{index}]"
     if index == 0:
-        _require(spec.shape is None and spec.growth is None, f"{where}.shape",
+        require(spec.shape is None and spec.growth is None, f"{where}.shape",
                  "the first version has the run's `model` shape; growth starts at a later version")
         return
     if spec.shape is None:
-        _require(spec.growth is None, f"{where}.growth", "give the shape it grows to as well")
+        require(spec.growth is None, f"{where}.growth", "give the shape it grows to as well")
         return
-    _require(spec.growth is not None, f"{where}.growth", "a new shape needs a growth (e.g. {depth_op: stack})")
+    require(spec.growth is not None, f"{where}.growth", "a new shape needs a growth (e.g. {depth_op: stack})")
     before = StageConfig(tokens=1, shape=shape_of_version(run, index - 1))
     after = StageConfig(tokens=1, shape=spec.shape, growth=spec.growth)
     try:
