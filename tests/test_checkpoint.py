@@ -26,6 +26,14 @@ def test_round_trip_is_exact(tmp_path):
             assert torch.equal(getattr(loaded, key)[name], tensor)
 
 
+def test_weights_only_load_leaves_the_moments_unread(tmp_path):
+    state, meta = make_state(2)
+    checkpoint.save(tmp_path / "c", state, meta)
+    loaded, _ = checkpoint.load(tmp_path / "c", moments=False)
+    assert loaded.exp_avg == {} and loaded.exp_avg_sq == {}
+    assert all(torch.equal(loaded.params[name], tensor) for name, tensor in state.params.items())
+
+
 def test_latest_valid_skips_truncated_tampered_and_incomplete(tmp_path):
     for step in (2, 4, 6, 8):
         checkpoint.save(tmp_path / checkpoint.dir_name(step), *make_state(step))

@@ -85,17 +85,18 @@ def verify(directory: str | Path) -> None:
             raise CheckpointError(f"{path}: contents changed since the checkpoint was written")
 
 
-def load(directory: str | Path) -> tuple[TrainState, dict[str, Any]]:
+def load(directory: str | Path, moments: bool = True) -> tuple[TrainState, dict[str, Any]]:
     """Verify, then read a checkpoint (safetensors and JSON only; nothing is unpickled). One on
-    S3 is downloaded first and the download is what gets verified and read."""
+    S3 is downloaded first and the download is what gets verified and read. `moments=False`
+    leaves the AdamW moments (two thirds of the bytes) unread, for readers of the weights."""
     with storage.local_copy(directory) as local:
         verify(local)
-        moments = load_file(local / "optimizer.safetensors")
+        saved = load_file(local / "optimizer.safetensors") if moments else {}
         meta = json.loads((local / "state.json").read_text())
         state = TrainState(params=load_file(local / "model.safetensors"), step=meta["optimizer_step"])
     for key in MOMENTS:
         prefix = f"{key}/"
-        getattr(state, key).update({n[len(prefix):]: t for n, t in moments.items() if n.startswith(prefix)})
+        getattr(state, key).update({n[len(prefix):]: t for n, t in saved.items() if n.startswith(prefix)})
     return state, meta
 
 
