@@ -8,34 +8,17 @@ import logging
 import os
 import sys
 
+from raygrow.command import config_arguments, load_run_config, one_line_errors
 from raygrow.errors import RaygrowError
 
 log = logging.getLogger("raygrow")
 
 
-def _config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("plan", help="run config / plan YAML")
-    parser.add_argument("--name", help="run name (a directory under --storage); rerun a name to resume")
-    parser.add_argument("--storage", help="where runs and packed datasets live (default: the plan's)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set train.workers=2 (repeatable)")
-
-
-def load(args: argparse.Namespace):
-    from raygrow.config import load_config
-
-    overrides = list(args.overrides)
-    if args.name:
-        overrides.append(f"name={args.name}")
-    if args.storage:
-        overrides.append(f"storage={args.storage}")
-    return load_config(args.plan, overrides)
-
-
+@one_line_errors
 def cmd_validate(args: argparse.Namespace) -> int:
     from raygrow.driver import check
 
-    config = load(args)
+    config = load_run_config(args)
     check(config)
     print(f"{args.plan}: ok")
     for index, stage in enumerate(config.plan_stages):
@@ -48,11 +31,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+@one_line_errors
 def cmd_prepare(args: argparse.Namespace) -> int:
     from raygrow.data import prepare
     from raygrow.driver import check, ensure_ray
 
-    config = load(args)
+    config = load_run_config(args)
     check(config)
     ensure_ray()
     manifest = prepare(config, show_progress=not args.quiet)
@@ -61,10 +45,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+@one_line_errors
 def cmd_train(args: argparse.Namespace) -> int:
     from raygrow.driver import train, train_with_baseline
 
-    config = load(args)
+    config = load_run_config(args)
     if config.versions is not None:
         raise RaygrowError(f"{args.plan} is a versions plan: run it with `raygrow versions {args.plan}`")
     summary = (train_with_baseline if args.baseline else train)(config, show_progress=not args.quiet)
@@ -87,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 ("prepare", cmd_prepare, "tokenize and pack the corpus once"),
                                 ("validate", cmd_validate, "check a config without running anything")):
         sub = commands.add_parser(name, help=text)
-        _config_arguments(sub)
+        config_arguments(sub)
         sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         sub.set_defaults(handler=handler)
         if name == "train":
@@ -115,9 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     try:
         return args.handler(args)
-    except RaygrowError as error:
-        print(f"raygrow: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("raygrow: interrupted; rerun with the same --name to resume", file=sys.stderr)
         return 130

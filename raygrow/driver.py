@@ -15,7 +15,8 @@ import ray
 from tqdm import tqdm
 
 from raygrow.config import RunConfig
-from raygrow.data import check_sources, dataset_dir, prepare, storage
+from raygrow import storage
+from raygrow.data import check_sources, dataset_dir, prepare
 from raygrow.errors import ConfigError, RaygrowError
 from raygrow.model import flops_per_token
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from raygrow.config import Shape
-from raygrow.data import Manifest, load_tokenizer, storage
+from raygrow import storage
+from raygrow.data import Manifest, load_tokenizer
 from raygrow.grow.state import load_into_model
 from raygrow.train import checkpoint
 

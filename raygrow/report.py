@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from raygrow.data import storage  # noqa: E402
+from raygrow import storage  # noqa: E402
 
 
 def _growth_points(records: list[dict], key: str) -> list[float]:

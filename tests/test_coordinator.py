@@ -201,7 +201,7 @@ class _OtherDriversCoordinator:
 
 def test_second_driver_of_a_running_run_is_refused(ray_local, tiny_config):
     config = tiny_config("driven-twice")
-    from raygrow.data.storage import canonical
+    from raygrow.storage import canonical
 
     other = _OtherDriversCoordinator.options(
         name=f"raygrow:{canonical(config.run_dir)}", namespace=driver.COORDINATOR_NAMESPACE).remote()

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from raygrow.config import S3Config
-from raygrow.data import storage
+from raygrow import storage
 
 IAM_BOOTSTRAP_ACTIONS = 3  # create_user, put_user_policy, create_access_key: unauthenticated
 CORPUS_FILES = 40

@@ -66,13 +66,13 @@ def test_trial_keeps_the_base_plans_growth_workers_and_zero_stages():
     raw.update(model=None, stages=[
         {"shape": {**raw["model"], "layers": 2}, "tokens": 64, "workers": 1, "zero_stage": 2},
         {"shape": raw["model"], "tokens": 64, "workers": {"min": 1, "max": 2}, "zero_stage": 3,
-         "growth": {"depth_op": "interleave", "optimizer": "reset", "lr": "restart", "layer_order": [0, 0, 1, 1]}}])
+         "growth": {"depth_op": "stack", "optimizer": "reset", "lr": "restart", "layer_order": [0, 0, 1, 1]}}])
     config = hand_sweep(plan=raw, space={"d": [0.5], "g": [4]})
     base = base_plan(config, Path.cwd())
     (trial,) = make_trials(config, base)
     small, final = trial.plan.stages
     assert (small.workers, small.zero_stage, small.shape.layers) == (1, 2, 1)
-    assert (final.workers.max, final.zero_stage, final.growth.depth_op) == (2, 3, "interleave")
+    assert (final.workers.max, final.zero_stage, final.growth.depth_op) == (2, 3, "stack")
     assert final.growth.layer_order is None and final.growth.lr == "restart"  # g decides the layers
 
 

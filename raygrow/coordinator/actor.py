@@ -14,7 +14,8 @@ from raygrow.coordinator.state import CoordinatorState
 from raygrow.coordinator.summary import (
     merged_records, stage_records, stage_summary, transition_summary, write_json,
 )
-from raygrow.data import Manifest, storage
+from raygrow import storage
+from raygrow.data import Manifest
 from raygrow.export import export_checkpoint
 from raygrow.report import plot_run
 from raygrow.train import checkpoint

@@ -6,7 +6,7 @@ import logging
 import time
 
 from raygrow.config import RunConfig
-from raygrow.data import storage
+from raygrow import storage
 from raygrow.errors import CheckpointError
 from raygrow.grow import grow
 from raygrow.train import checkpoint

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from raygrow.data import storage
+from raygrow import storage
 
 PHASES = ("rescaling", "training", "growing", "done")
 STATE_FILE = "coordinator.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from raygrow.config import RunConfig
-from raygrow.data import storage
+from raygrow import storage
 from raygrow.model import param_counts
 from raygrow.train.stage import MetricsLog
 

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from raygrow.data import storage
+from raygrow import storage
 from raygrow.errors import DataError
 
 MANIFEST = "manifest.json"

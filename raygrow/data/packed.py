@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raygrow.data import storage
+from raygrow import storage
 from raygrow.data.manifest import Manifest
 from raygrow.errors import DataError
 

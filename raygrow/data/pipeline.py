@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raygrow.config import DataConfig, RunConfig
-from raygrow.data import storage
+from raygrow import storage
 from raygrow.data.manifest import FORMAT_VERSION, Manifest
 from raygrow.data.packed import ShardWriter
 from raygrow.data.sources import SourceFile, check_sources, first_files, read_documents, resolve_source

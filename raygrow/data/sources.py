@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raygrow.config import DataConfig
-from raygrow.data import storage
+from raygrow import storage
 from raygrow.data.tokenizer import load_tokenizer
 from raygrow.errors import DataError
 

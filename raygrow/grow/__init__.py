@@ -4,10 +4,11 @@ Pure PyTorch: no Ray, no DeepSpeed. `grow` maps a state from a small shape to a 
 `apply_masks` / `set_mask_value` / `fold` run the MSG mask ramp on a live model.
 """
 
-from raygrow.grow.api import GrowthResult, check_growth, grow
+from raygrow.config.growth import check_growth
+from raygrow.grow.api import GrowthResult, grow
 from raygrow.grow.check import PRESERVATION_TOLERANCE, max_logit_difference
 from raygrow.grow.masks import MaskHandle, MaskSpec, apply_masks, fold, mask_value, set_mask_value
-from raygrow.grow.operators import LR_POLICIES, OPERATORS, OPTIMIZER_POLICIES, Operator
+from raygrow.config.operators import LR_POLICIES, OPERATORS, OPTIMIZER_POLICIES, Operator
 from raygrow.grow.state import TrainState, load_into_model, param_shapes, state_from_model
 
 __all__ = [

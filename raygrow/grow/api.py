@@ -12,24 +12,15 @@ from dataclasses import dataclass
 
 import torch
 
-from raygrow.config import Shape, require
+from raygrow.config import Shape
+from raygrow.config.growth import check_growth, shape_text, width_changes
+from raygrow.config.operators import OPERATORS, Operator, combined_lr, combined_optimizer
 from raygrow.grow.depth import grow_depth, layer_sources
 from raygrow.grow.masks import MaskSpec
-from raygrow.grow.operators import (
-    OPERATORS,
-    OPTIMIZER_POLICIES,
-    Operator,
-    combined_lr,
-    combined_optimizer,
-)
 from raygrow.grow.state import TrainState, check_state, param_shapes
 from raygrow.grow.width import WidthPlan, grow_width, plan_width
 
 log = logging.getLogger("raygrow.grow")
-
-WIDTH_FIELDS = ("hidden", "heads", "kv_heads", "ffn")
-GROWN_FIELDS = ("layers",) + WIDTH_FIELDS
-
 
 @dataclass
 class GrowthResult:
@@ -55,7 +46,7 @@ def grow(state: TrainState, source: Shape, target: Shape, vocab: int, depth_op: 
     state = _on_cpu_in_fp32(state)
     generator = torch.Generator().manual_seed(seed)
     mid = dataclasses.replace(target, layers=source.layers)  # target width, source depth
-    plan = plan_width(source, mid, width_op, generator) if _width_changes(source, target) else None
+    plan = plan_width(source, mid, width_op, generator) if width_changes(source, target) else None
     sources = layer_sources(depth_op, source.layers, target.layers, layer_order) if depth_op else None
 
     active = _active_operators(depth_op, width_op, plan, sources, source.layers)
@@ -72,80 +63,6 @@ def grow(state: TrainState, source: Shape, target: Shape, vocab: int, depth_op: 
              shape_text(source), shape_text(target), depth_op, width_op, preserving, policy)
     return GrowthResult(state=grown, shape=target, function_preserving=preserving, optimizer_policy=policy,
                         lr_policy=combined_lr(active), masks=_mask_spec(active, plan, sources))
-
-
-def check_growth(source: Shape, target: Shape, vocab: int, depth_op: str | None, width_op: str | None,
-                 optimizer: str | None = None, layer_order: list[int] | None = None) -> None:
-    """Refuse a growth that cannot be done, with one ConfigError naming the field."""
-    _check_names(depth_op, width_op, optimizer)
-    for shape, prefix in ((source, "source."), (target, "")):
-        require(shape.hidden % shape.heads == 0, f"{prefix}heads",
-                 f"{shape.heads} heads do not divide hidden {shape.hidden}")
-        require(shape.heads % shape.kv_heads == 0, f"{prefix}kv_heads",
-                 f"{shape.kv_heads} kv heads do not divide {shape.heads} heads")
-        require(shape.vocab in (None, vocab), f"{prefix}vocab", f"is {shape.vocab}, the state's vocab is {vocab}")
-    require(target.tie_embeddings == source.tie_embeddings, "tie_embeddings",
-             f"cannot change during growth (source {source.tie_embeddings})")
-    for name in GROWN_FIELDS:
-        before, after = getattr(source, name), getattr(target, name)
-        require(after >= before, name, f"cannot shrink from {before} to {after}")
-    if _width_changes(source, target):
-        require(width_op is not None, "width_op",
-                 f"the width changes ({shape_text(source)} -> {shape_text(target)}): choose one of "
-                 f"{', '.join(OPERATORS['width'])}")
-        _check_width(source, target, width_op)
-    if target.layers != source.layers:
-        require(depth_op is not None, "depth_op",
-                 f"layers change {source.layers} -> {target.layers}: choose one of {', '.join(OPERATORS['depth'])}")
-    if depth_op is not None or layer_order is not None:
-        _check_depth(source, target, depth_op, layer_order)
-
-
-def _check_names(depth_op: str | None, width_op: str | None, optimizer: str | None) -> None:
-    for field, name, known in (("depth_op", depth_op, OPERATORS["depth"]), ("width_op", width_op, OPERATORS["width"]),
-                               ("optimizer", optimizer, OPTIMIZER_POLICIES)):
-        require(name is None or name in known, field, f"unknown {name!r} (known: {', '.join(known)})")
-
-
-def _check_width(source: Shape, target: Shape, width_op: str) -> None:
-    head_dim = source.head_dim
-    require(target.hidden % head_dim == 0 and target.heads == target.hidden // head_dim, "heads",
-             f"must be hidden / head_dim = {target.hidden / head_dim:g} to keep head_dim {head_dim} "
-             f"(width growth adds heads; RoPE ties each head coordinate to its frequency)")
-    source_group, target_group = source.heads // source.kv_heads, target.heads // target.kv_heads
-    require(target_group >= source_group, "kv_heads",
-             f"{target.kv_heads} kv heads give {target_group} query heads per kv head, fewer than the "
-             f"source's {source_group}: use at most {target.heads // source_group} kv heads")
-    if width_op == "hyperclone":
-        pairs = [("hidden", source.hidden, target.hidden), ("ffn", source.ffn, target.ffn),
-                 ("kv_heads", source.kv_heads, target.kv_heads), ("heads", source_group, target_group)]
-        for field, before, after in pairs:
-            require(after % before == 0, field, f"hyperclone needs an integer multiple of {before}, got {after}"
-                     + (" query heads per kv head" if field == "heads" else ""))
-
-
-def _check_depth(source: Shape, target: Shape, depth_op: str | None, layer_order: list[int] | None) -> None:
-    multiple = target.layers % source.layers == 0
-    if layer_order is not None:
-        require(depth_op == "stack", "layer_order", f"only applies to depth_op stack, not {depth_op}")
-        require(len(layer_order) == target.layers, "layer_order",
-                 f"has {len(layer_order)} entries, target layers is {target.layers}")
-        bad = [layer for layer in layer_order if not 0 <= layer < source.layers]
-        require(not bad, "layer_order", f"source layer {bad[0] if bad else ''} does not exist "
-                                         f"(source has {source.layers} layers)")
-    elif depth_op in ("stack", "interleave"):
-        hint = ": give layer_order for a partial stack" if depth_op == "stack" else ""
-        require(multiple, "layers", f"{depth_op} needs a multiple of {source.layers} layers, "
-                                     f"got {target.layers}{hint}")
-
-
-def _width_changes(source: Shape, target: Shape) -> bool:
-    return any(getattr(source, name) != getattr(target, name) for name in WIDTH_FIELDS)
-
-
-def shape_text(shape: Shape) -> str:
-    """The grown fields of a shape, as `--to` takes them."""
-    return ",".join(f"{name}={getattr(shape, name)}" for name in GROWN_FIELDS)
 
 
 def _active_operators(depth_op: str | None, width_op: str | None, plan: WidthPlan | None,

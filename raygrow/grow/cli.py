@@ -13,17 +13,18 @@ import json
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 
+from raygrow.command import one_line_errors
 from raygrow.config import Shape
 from raygrow.errors import ConfigError, RaygrowError
-from raygrow.grow.api import GrowthResult, check_growth, grow, shape_text
+from raygrow.config.growth import check_growth, shape_text
+from raygrow.grow.api import GrowthResult, grow
 from raygrow.grow.check import PRESERVATION_TOLERANCE, max_logit_difference
-from raygrow.grow.operators import OPERATORS
+from raygrow.config.operators import OPERATORS
 from raygrow.grow.state import load_into_model, state_from_model
 from raygrow.model import NORM_EPS, ROPE_THETA, shape_of
 
@@ -50,15 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for new weights and symmetry-breaking noise")
 
 
+@one_line_errors
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _grow_export(args)
-    except RaygrowError as error:
-        print(f"raygrow: error: {error}", file=sys.stderr)  # the main CLI's format
-        return 2
-
-
-def _grow_export(args: argparse.Namespace) -> int:
     source_dir, out_dir = Path(args.src), Path(args.out)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError("--out", f"{out_dir} already exists and is not empty: choose a new directory")

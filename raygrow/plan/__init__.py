@@ -11,10 +11,10 @@ from raygrow.plan.accounting import (ATTENTION_NOTE, CHINCHILLA_TOKENS_PER_PARAM
                                      GrowthTiming, PlanReport, StageCost, chinchilla_tokens,
                                      growth_timing_tokens, plan_report, vocab_size)
 from raygrow.plan.format import format_report
-from raygrow.plan.hardware import PEAK_FLOPS, Hardware, measure_cpu_peak, resolve_hardware
+from raygrow.plan.hardware import Hardware, resolve_hardware
 
 __all__ = [
     "ATTENTION_NOTE", "Baseline", "CHINCHILLA_TOKENS_PER_PARAM", "GROWTH_FACTOR", "GrowthTiming", "Hardware",
-    "PEAK_FLOPS", "PlanReport", "StageCost", "chinchilla_tokens", "format_report", "growth_timing_tokens",
-    "measure_cpu_peak", "plan_report", "resolve_hardware", "vocab_size",
+    "PlanReport", "StageCost", "chinchilla_tokens", "format_report", "growth_timing_tokens",
+    "plan_report", "resolve_hardware", "vocab_size",
 ]

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from raygrow.errors import RaygrowError
+from raygrow.command import one_line_errors
 from raygrow.plan.hardware import HARDWARE
 
 
@@ -33,12 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
+@one_line_errors
 def run(args: argparse.Namespace) -> int:
-    try:
-        print(_plan(args))
-    except RaygrowError as error:
-        print(f"raygrow: error: {error}", file=sys.stderr)
-        return 2
+    print(_plan(args))
     return 0
 
 

@@ -1,18 +1,12 @@
-"""Peak FLOP/s per device: a table for GPUs, a quick measurement (or a flag) for CPUs."""
+"""The device a plan is costed on: a table peak for GPUs, a measurement (or a flag) for CPUs."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from raygrow.errors import ConfigError
+from raygrow.hardware import PEAK_FLOPS, measure_cpu_peak
 
-# Dense bf16 peaks per device, no sparsity (vendor data sheets; H100 and H200 are SXM parts).
-PEAK_FLOPS = {
-    "a100": 312e12,
-    "h100": 989e12,
-    "h200": 989e12,
-}
 HARDWARE = ("cpu", *PEAK_FLOPS)
 
 
@@ -40,23 +34,3 @@ def resolve_hardware(name: str, cpu_peak: float | None = None) -> Hardware:
             raise ConfigError("--cpu-peak", f"must be > 0 FLOP/s, got {cpu_peak}")
         return Hardware("cpu", float(cpu_peak), "--cpu-peak")
     return Hardware("cpu", measure_cpu_peak(), "measured")
-
-
-def measure_cpu_peak(size: int = 512, seconds: float = 0.3) -> float:
-    """FLOP/s of an fp32 `size`×`size` matmul on this process's torch threads (best of a short loop).
-
-    Best rather than mean: the peak is what the cores can do, not what a noisy neighbour left over.
-    """
-    import torch
-
-    left, right = torch.randn(size, size), torch.randn(size, size)
-    torch.matmul(left, right)  # warm-up: thread pool start and first-call allocation
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    while True:
-        start = time.perf_counter()
-        torch.matmul(left, right)
-        elapsed = time.perf_counter() - start
-        best = max(best, 2 * size**3 / elapsed)
-        if time.perf_counter() >= deadline:
-            return best

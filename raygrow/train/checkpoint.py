@@ -26,7 +26,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from raygrow.data import storage
+from raygrow import storage
 from raygrow.errors import CheckpointError
 from raygrow.grow.state import TrainState
 

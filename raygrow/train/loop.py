@@ -23,7 +23,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from raygrow.config import RunConfig, from_dict
-from raygrow.data import Manifest, PackedRows, storage
+from raygrow import storage
+from raygrow.data import Manifest, PackedRows
 from raygrow.grow import MaskSpec, apply_masks, fold, mask_value, set_mask_value
 from raygrow.model import build_model, compile_blocks, flops_per_token
 from raygrow.train import checkpoint

@@ -20,7 +20,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from raygrow.config import RunConfig, WorkerRange
-from raygrow.data import storage
+from raygrow import storage
 from raygrow.errors import ConfigError, RaygrowError
 from raygrow.train.metrics import MetricsSink
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raygrow.errors import RaygrowError
+from raygrow.command import one_line_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,16 +17,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no Tune progress tables")
 
 
+@one_line_errors
 def run(args: argparse.Namespace) -> int:
     from raygrow.tune.config import load_sweep
     from raygrow.tune.runner import run_sweep
 
-    try:
-        config, relative_to = load_sweep(args.sweep)
-        result = run_sweep(config, relative_to, show_progress=not args.quiet)
-    except RaygrowError as error:
-        print(f"raygrow: error: {error}", file=sys.stderr)  # the main CLI's format
-        return 2
+    config, relative_to = load_sweep(args.sweep)
+    result = run_sweep(config, relative_to, show_progress=not args.quiet)
     print(result.table)
     print(f"sweep directory: {result.sweep_dir} (trials.csv, trials.md, sweep.png)")
     if result.best_plan is not None:

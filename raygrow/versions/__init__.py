@@ -12,10 +12,7 @@ This package's top level is pure (config, segment planning, cost accounting); th
 Ray and DeepSpeed only when called.
 """
 
-# raygrow.config imports this package's config for its `versions` field: load it first, so that
-# importing raygrow.versions before raygrow.config finds its base classes defined.
-import raygrow.config  # noqa: F401, I001
-from raygrow.versions.config import PAPER_DECAY_FRACTION, DocumentSlice, VersionsConfig, VersionSpec
+from raygrow.config.versions import PAPER_DECAY_FRACTION, DocumentSlice, VersionsConfig, VersionSpec
 from raygrow.versions.plan import Segment, decay_steps, plan_cost, plan_segments
 
 __all__ = ["PAPER_DECAY_FRACTION", "DocumentSlice", "Segment", "VersionSpec", "VersionsConfig", "decay_steps",

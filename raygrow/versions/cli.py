@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import argparse
 
+from raygrow.command import config_arguments, load_run_config, one_line_errors
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from raygrow.cli import _config_arguments
-
-    _config_arguments(parser)
+    config_arguments(parser)
     parser.add_argument("--main-only", action="store_true",
                         help="path_switching: train only the main path (no branches, no releases)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+@one_line_errors
 def run(args: argparse.Namespace) -> int:
-    from raygrow.cli import load
     from raygrow.errors import ConfigError
     from raygrow.versions.runner import run_versions
 
-    config = load(args)
+    config = load_run_config(args)
     if config.versions is None:
         raise ConfigError("versions", f"{args.plan} has no versions section; train it with `raygrow train`")
     summary = run_versions(config, show_progress=not args.quiet, branches=not args.main_only)

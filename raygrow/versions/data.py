@@ -23,7 +23,7 @@ from raygrow.config import RunConfig
 from raygrow.data import Manifest, check_sources, dataset_dir, prepare
 from raygrow.data.sources import first_files, read_documents, resolve_source
 from raygrow.errors import ConfigError, DataError
-from raygrow.versions.config import VersionSpec, source_of
+from raygrow.config import VersionSpec
 
 TEXT_FIELD = "text"  # the field the materialised .jsonl files hold their documents in
 
@@ -42,7 +42,7 @@ class VersionData:
 
 def _documents(run: RunConfig, spec: VersionSpec, limit: int | None = None):
     """The version's documents in order (a slice skips the ones before it); at most `limit`."""
-    files = resolve_source(source_of(run, spec))
+    files = resolve_source((spec.source or run.data.source))
     start = spec.documents.start if spec.documents else 0
     end = spec.documents.end if spec.documents else None
     stop = end if limit is None else min(x for x in (end, start + limit) if x is not None)
@@ -55,7 +55,7 @@ def check_version_sources(run: RunConfig) -> None:
     """Before any cluster work: every version's source is usable and its slice is not empty."""
     for index, spec in enumerate(run.versions.data):
         where = f"versions.data[{index}]"
-        source = source_of(run, spec)
+        source = (spec.source or run.data.source)
         try:
             check_sources(dataclasses.replace(run.data, source=source, max_documents=None))
         except DataError as error:
@@ -66,8 +66,8 @@ def check_version_sources(run: RunConfig) -> None:
 
 
 def _key(run: RunConfig, spec: VersionSpec) -> str:
-    files = resolve_source(source_of(run, spec))
-    fields = {"source": source_of(run, spec), "text_field": run.data.text_field,
+    files = resolve_source((spec.source or run.data.source))
+    fields = {"source": (spec.source or run.data.source), "text_field": run.data.text_field,
               "files": [(f.path, f.size, f.mtime_ns) for f in files],
               "documents": dataclasses.asdict(spec.documents) if spec.documents else None}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

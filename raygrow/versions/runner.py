@@ -27,7 +27,6 @@ from raygrow.data import Manifest
 from raygrow.errors import CheckpointError, ConfigError
 from raygrow.model import flops_per_token
 from raygrow.train import checkpoint
-from raygrow.versions.config import shape_of_version
 from raygrow.versions.data import VersionData, check_version_sources, prepare_versions
 from raygrow.versions.plan import BRANCH, Segment, plan_cost, plan_segments
 
@@ -125,7 +124,7 @@ def _check_ramps(config: RunConfig, segments: list[Segment]) -> None:
 def _fingerprint(context: Context, segment: Segment) -> dict:
     return {"dataset": context.data.of(segment.data, segment.cumulative), "start": segment.start,
             "end": segment.end, "init": segment.init,
-            "shape": dataclasses.asdict(shape_of_version(context.config, segment.shape)), "lr": segment.lr}
+            "shape": dataclasses.asdict(context.config.versions.shape_of(segment.shape, context.config.model)), "lr": segment.lr}
 
 
 # ---- one segment --------------------------------------------------------------------------------
@@ -141,7 +140,7 @@ def segment_config(config: RunConfig, segment: Segment, run_dir: Path) -> RunCon
                                 decay_fraction=1.0 if kind == "decay" else config.train.decay_fraction)
     data = dataclasses.replace(config.data, cache_dir=config.dataset_root)
     path = run_dir / segment.name
-    return dataclasses.replace(config, model=shape_of_version(config, segment.shape), stages=[], versions=None,
+    return dataclasses.replace(config, model=config.versions.shape_of(segment.shape, config.model), stages=[], versions=None,
                                name=path.name, storage=str(path.parent), train=train, data=data)
 
 
@@ -193,8 +192,8 @@ def _init(context: Context, segment: Segment) -> tuple[str | None, dict | None]:
     if not segment.rebase:
         return str(source), None
     growth = None
-    before = shape_of_version(context.config, context.segments[segment.init].shape)
-    if before != shape_of_version(context.config, segment.shape):  # this version boundary grows the model
+    before = context.config.versions.shape_of(context.segments[segment.init].shape, context.config.model)
+    if before != context.config.versions.shape_of(segment.shape, context.config.model):  # this version boundary grows the model
         source, growth = _grow(context, source, segment)
         # What this segment's LR does after the growth (the operator's recommendation does not apply).
         restart = context.config.versions.data[segment.shape].growth.lr == "restart"
@@ -228,7 +227,7 @@ def _grow(context: Context, source: Path, segment: Segment) -> tuple[Path, dict]
     config, index = context.config, segment.shape
     spec = config.versions.data[index]
     batch = config.train.batch_tokens
-    stages = [StageConfig(tokens=batch, shape=shape_of_version(config, index - 1)),
+    stages = [StageConfig(tokens=batch, shape=config.versions.shape_of(index - 1, config.model)),
               StageConfig(tokens=batch, shape=spec.shape, growth=spec.growth)]
     # grow_into_stage seeds with train.seed + 1 for stage 1: every version boundary gets its own seed.
     train = dataclasses.replace(config.train, seed=config.train.seed + index - 1)
@@ -243,5 +242,5 @@ def _grow(context: Context, source: Path, segment: Segment) -> tuple[Path, dict]
 
 def planned_cost(config: RunConfig, segments: list[Segment], versions: int, vocab: int,
                  only: set[str] | None = None) -> list[dict]:
-    per_token = [flops_per_token(shape_of_version(config, k), vocab, config.data.seq_len) for k in range(versions)]
+    per_token = [flops_per_token(config.versions.shape_of(k, config.model), vocab, config.data.seq_len) for k in range(versions)]
     return plan_cost(segments, versions, per_token, config.train.batch_tokens, only)

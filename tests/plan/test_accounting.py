@@ -9,7 +9,8 @@ import pytest
 
 from raygrow.config import DataConfig, GrowthConfig, RunConfig, Shape, StageConfig, TrainConfig, load_config
 from raygrow.errors import ConfigError
-from raygrow.plan import (Hardware, format_report, growth_timing_tokens, measure_cpu_peak, plan_report,
+from raygrow.hardware import measure_cpu_peak
+from raygrow.plan import (Hardware, format_report, growth_timing_tokens, plan_report,
                           resolve_hardware, vocab_size)
 
 PLANS = sorted((Path(__file__).resolve().parents[2] / "jobs" / "plans").glob("*.yaml"))
@@ -126,7 +127,7 @@ def test_hardware_table_and_cpu():
     assert resolve_hardware("h100").peak_flops == resolve_hardware("h200").peak_flops == 989e12
     assert resolve_hardware("a100").peak_flops == 312e12
     assert resolve_hardware("cpu", cpu_peak=5e10) == Hardware("cpu", 5e10, "--cpu-peak")
-    assert measure_cpu_peak(size=64, seconds=0.01) > 0
+    assert measure_cpu_peak(size=64, trials=1, repeats=1) > 0
     for name, peak in (("tpu", None), ("h100", 1e11), ("cpu", 0.0)):
         with pytest.raises(ConfigError):
             resolve_hardware(name, peak)

@@ -1,61 +1,22 @@
-"""Typed run configs: YAML -> nested dataclasses, `a.b=c` overrides, validation.
+"""The run config: one YAML file for a whole run (a single model, a growth plan or versions).
 
 Every section validates itself in `__post_init__` and raises `ConfigError` naming the field;
-`from_dict` rejects unknown keys and prefixes nested fields with their section, so a user sees
-`train.zero_stage: must be 0..3, got 5`. Nothing here starts Ray or touches data.
+`RunConfig` then checks what needs several sections: every growth of a plan completely (shapes,
+operators, layer orders, mask ramps that end inside their stage), batches that split over the
+workers, versions. Nothing here starts Ray or touches data.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from raygrow.errors import ConfigError
-
-
-def require(ok: bool, name: str, message: str) -> None:
-    """Raise ConfigError(name, message) unless `ok`."""
-    if not ok:
-        raise ConfigError(name, message)
-
-
-@dataclass
-class Shape:
-    """A Llama-architecture model shape."""
-
-    layers: int  # transformer blocks
-    hidden: int  # model width d
-    heads: int  # attention heads; head_dim = hidden / heads
-    kv_heads: int | None = None  # grouped-query heads; None = heads (plain multi-head attention)
-    ffn: int | None = None  # SwiGLU intermediate size; None = 8/3·hidden rounded up to 8
-    vocab: int | None = None  # None = the tokenizer's vocabulary size
-    max_positions: int = 2048  # RoPE positions the model is built for; data.seq_len must fit
-    tie_embeddings: bool = False  # share input embedding and LM head
-
-    def __post_init__(self) -> None:
-        for name in ("layers", "hidden", "heads"):
-            require(getattr(self, name) >= 1, name, f"must be ≥ 1, got {getattr(self, name)}")
-        if self.kv_heads is None:
-            self.kv_heads = self.heads
-        if self.ffn is None:
-            self.ffn = -(-8 * self.hidden // 3 // 8) * 8
-        require(self.hidden % self.heads == 0, "hidden",
-                 f"must be divisible by heads ({self.heads}), got {self.hidden}")
-        require(self.kv_heads >= 1 and self.heads % self.kv_heads == 0, "kv_heads",
-                 f"must divide heads ({self.heads}), got {self.kv_heads}")
-        require(self.ffn >= 1, "ffn", f"must be ≥ 1, got {self.ffn}")
-        require(self.vocab is None or self.vocab >= 2, "vocab", f"must be ≥ 2, got {self.vocab}")
-        require(self.max_positions >= 1, "max_positions", f"must be ≥ 1, got {self.max_positions}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
+from raygrow.config.binding import apply_override, from_dict, read_yaml, require
+from raygrow.config.growth import GrowthConfig, check_transition
+from raygrow.config.shape import Shape
+from raygrow.config.versions import VersionsConfig, check_versions
 
 
 @dataclass
@@ -135,6 +96,11 @@ class TrainConfig:
         require(0 < self.decay_fraction <= 1, "decay_fraction",
                  f"must be in (0, 1], got {self.decay_fraction}")
         require(self.grad_clip >= 0, "grad_clip", f"must be ≥ 0, got {self.grad_clip}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be ≥ 0, got {self.weight_decay}")
+        for name in ("beta1", "beta2"):  # AdamW's decay rates: 1 or more never forgets (or grows)
+            require(0 <= getattr(self, name) < 1, name, f"must be in [0, 1), got {getattr(self, name)}")
+        require(self.resource_timeout_s > 0, "resource_timeout_s",
+                f"must be > 0 seconds, got {self.resource_timeout_s}")
         require(self.max_failures >= -1, "max_failures", f"must be ≥ -1 (-1 = forever), got {self.max_failures}")
         require(not (self.compile and self.zero_stage == 3), "compile",
                  "is not supported with zero_stage 3 (ZeRO-3 gathers parameters inside the blocks); "
@@ -167,32 +133,6 @@ class S3Config:
     def __post_init__(self) -> None:
         require(self.endpoint_url is None or self.endpoint_url.startswith(("http://", "https://")),
                  "endpoint_url", f"must be an http:// or https:// URL, got {self.endpoint_url!r}")
-
-
-DEPTH_OPS = ("stack", "interleave", "zero", "masked")
-WIDTH_OPS = ("split", "hyperclone", "zero", "masked")
-OPTIMIZER_POLICIES = ("reset", "carry", "transform")
-LR_POLICIES = ("restart", "rewind", "continue")
-
-
-@dataclass
-class GrowthConfig:
-    """How a stage's model is made from the previous stage's (see DESIGN.md, growth operators)."""
-
-    depth_op: str | None = None  # stack | interleave | zero | masked; None: layers unchanged
-    width_op: str | None = None  # split | hyperclone | zero | masked; None: widths unchanged
-    optimizer: str | None = None  # reset | carry | transform; None = the operator's default
-    lr: str | None = None  # restart | rewind | continue; None = the operator's recommendation
-    layer_order: list[int] | None = None  # stack: the source layer of each target layer
-    ramp_steps: int = 100  # masked ops: optimizer steps for the mask to rise from 0 to 1
-
-    def __post_init__(self) -> None:
-        for name, allowed in (("depth_op", DEPTH_OPS), ("width_op", WIDTH_OPS),
-                              ("optimizer", OPTIMIZER_POLICIES), ("lr", LR_POLICIES)):
-            value = getattr(self, name)
-            require(value is None or value in allowed, name,
-                     f"must be one of {', '.join(allowed)}, got {value!r}")
-        require(self.ramp_steps >= 1, "ramp_steps", f"must be ≥ 1, got {self.ramp_steps}")
 
 
 @dataclass
@@ -229,30 +169,6 @@ class StageConfig:
                  f"must be 0..3, got {self.zero_stage}")
 
 
-GROWN_DIMENSIONS = ("layers", "hidden", "heads", "kv_heads", "ffn")
-
-
-def _check_transition(index: int, before: StageConfig, after: StageConfig) -> None:
-    """Stage `index` must grow (never shrink) stage index-1 and say how."""
-    where = f"stages[{index}]"
-    if after.growth is None:
-        raise ConfigError(f"{where}.growth", "required for every stage after the first")
-    if before.shape is None or after.shape is None:
-        return
-    for name in GROWN_DIMENSIONS:
-        old, new = getattr(before.shape, name), getattr(after.shape, name)
-        require(new >= old, f"{where}.shape.{name}",
-                 f"must be ≥ {old} (stage {index - 1}'s); growth never shrinks, got {new}")
-    require(after.shape.tie_embeddings == before.shape.tie_embeddings, f"{where}.shape.tie_embeddings",
-             "must match the previous stage")
-    depth_changes = after.shape.layers != before.shape.layers
-    width_changes = any(getattr(after.shape, n) != getattr(before.shape, n) for n in GROWN_DIMENSIONS[1:])
-    require(not depth_changes or after.growth.depth_op is not None, f"{where}.growth.depth_op",
-             f"layers grow {before.shape.layers} → {after.shape.layers}: name a depth operator")
-    require(not width_changes or after.growth.width_op is not None, f"{where}.growth.width_op",
-             "widths grow: name a width operator")
-
-
 @dataclass
 class RunConfig:
     """A whole run: one YAML file. Either one `model` trained for `train.tokens`, or `stages`."""
@@ -269,31 +185,50 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         require(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name",
-                 f"must be a plain directory name, got {self.name!r}")
+                f"must be a plain directory name, got {self.name!r}")
         require((self.model is None) != (not self.stages), "model",
-                 "give either model (one stage) or stages (a growth plan)")
+                "give either model (one stage) or stages (a growth plan)")
         require(self.train.batch_tokens % self.data.seq_len == 0, "train.batch_tokens",
-                 f"must be a multiple of data.seq_len ({self.data.seq_len}), got {self.train.batch_tokens}")
+                f"must be a multiple of data.seq_len ({self.data.seq_len}), "
+                f"got {self.train.batch_tokens}")
         if self.stages:
-            require(self.stages[0].growth is None, "stages[0].growth", "the first stage has nothing to grow from")
+            require(self.stages[0].growth is None, "stages[0].growth",
+                    "the first stage has nothing to grow from")
             for index in range(1, len(self.stages)):
-                _check_transition(index, self.stages[index - 1], self.stages[index])
+                self._check_growth(index)
         for index, stage in enumerate(self.plan_stages):
             self._check_stage(f"stages[{index}]." if self.stages else "", stage)
         if self.versions is not None:
-            check_versions(self)
+            require(not self.stages, "stages", "a versions plan trains `model` and grows at version "
+                    "boundaries (versions.data[k].shape and .growth); leave stages out")
+            check_versions(self.versions, self.model, self.data.source, self.train.batch_tokens)
+
+    def _check_growth(self, index: int) -> None:
+        """Stage `index` grows stage index-1 in a way the growth step can do, and a mask ramp
+        ends inside the stage (its final checkpoint and export must hold the unmasked model)."""
+        before, after = self.stages[index - 1], self.stages[index]
+        where = f"stages[{index}]"
+        require(after.growth is not None, f"{where}.growth", "required for every stage after the first")
+        if before.shape is None or after.shape is None:
+            return  # a params-only plan: nothing to check beyond the operator names
+        check_transition(before.shape, after.shape, after.growth, where, f"stage {index - 1}")
+        steps = after.tokens // self.train.batch_tokens
+        require(not after.growth.masked or after.growth.ramp_steps < steps, f"{where}.growth.ramp_steps",
+                f"the mask ramp ({after.growth.ramp_steps} steps) must end inside the stage's "
+                f"{steps} steps; lower it below {steps} or give the stage more tokens")
 
     def _check_stage(self, where: str, stage: StageConfig) -> None:
         if stage.shape is not None:
             require(self.data.seq_len <= stage.shape.max_positions, "data.seq_len",
-                     f"{self.data.seq_len} is over {where or 'model.'}max_positions ({stage.shape.max_positions})")
+                    f"{self.data.seq_len} is over {where or 'model.'}max_positions "
+                    f"({stage.shape.max_positions})")
         low, high = self.worker_range(stage)
         for workers in range(low, high + 1):
             require(self.batch_rows % (workers * self.train.micro_batch) == 0, "train.micro_batch",
-                     f"{self.batch_rows} rows per step must split evenly over {workers} workers × "
-                     f"micro_batch {self.train.micro_batch}")
+                    f"{self.batch_rows} rows per step must split evenly over {workers} workers × "
+                    f"micro_batch {self.train.micro_batch}")
         require(stage.tokens >= self.train.batch_tokens, f"{where}tokens" if where else "train.tokens",
-                 f"{stage.tokens} is less than one batch ({self.train.batch_tokens} tokens)")
+                f"{stage.tokens} is less than one batch ({self.train.batch_tokens} tokens)")
 
     @property
     def plan_stages(self) -> list[StageConfig]:
@@ -310,9 +245,9 @@ class RunConfig:
     def stage_config(self, index: int) -> "RunConfig":
         """Stage `index` as a single-stage run `<run_dir>/stage-<index>` (the coordinator trains these)."""
         stage = self.plan_stages[index]
-        zero_stage = self.train.zero_stage if stage.zero_stage is None else stage.zero_stage
-        train = dataclasses.replace(self.train, tokens=stage.tokens, workers=self.worker_range(stage)[1],
-                                    zero_stage=zero_stage)
+        train = dataclasses.replace(self.train, tokens=stage.tokens,
+                                    workers=self.worker_range(stage)[1],
+                                    zero_stage=self.stage_zero(stage))
         data = dataclasses.replace(self.data, cache_dir=self.dataset_root)
         return dataclasses.replace(self, model=stage.shape, stages=[], name=f"stage-{index}",
                                    storage=self.run_dir, train=train, data=data)
@@ -324,7 +259,17 @@ class RunConfig:
 
     @property
     def total_steps(self) -> int:
+        """Optimizer steps of a single-stage run (what `train.tokens` buys in whole batches)."""
         return self.train.tokens // self.train.batch_tokens
+
+    @property
+    def stage_steps(self) -> list[int]:
+        """Optimizer steps of each stage: its tokens in whole batches of `train.batch_tokens`."""
+        return [stage.tokens // self.train.batch_tokens for stage in self.plan_stages]
+
+    def stage_zero(self, stage: StageConfig) -> int:
+        """The ZeRO stage a stage runs at: its own, else `train.zero_stage`."""
+        return self.train.zero_stage if stage.zero_stage is None else stage.zero_stage
 
     def grad_accum(self, workers: int) -> int:
         """Micro-steps per optimizer step at `workers` data-parallel ranks (the batch is fixed)."""
@@ -342,135 +287,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-# ---- building dataclasses from plain dicts -------------------------------------------------------
-
-
-def _coerce(value: Any, hint: Any, name: str) -> Any:
-    """Check `value` against a field's type hint; numbers written as strings ('3e-3') become numbers."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _coerce(value, option, name)
-            except ConfigError as error:
-                # A mapping was meant for the dataclass option: its error is the useful one.
-                errors.insert(0 if isinstance(value, dict) and dataclasses.is_dataclass(option) else len(errors), error)
-        raise errors[0]
-    if origin is list:
-        require(isinstance(value, list), name, f"must be a list, got {value!r}")
-        (item_hint,) = typing.get_args(hint)
-        items = []
-        for index, item in enumerate(value):
-            try:
-                items.append(_coerce(item, item_hint, ""))
-            except ConfigError as error:
-                raise error.under(f"[{index}]") from None
-        return items
-    if origin is Literal:
-        allowed = typing.get_args(hint)
-        require(value in allowed, name, f"must be one of {', '.join(map(str, allowed))}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(hint):
-        require(isinstance(value, dict), name, f"must be a mapping, got {value!r}")
-        return from_dict(hint, value)
-    if hint is bool:
-        require(isinstance(value, bool), name, f"must be true or false, got {value!r}")
-        return value
-    if hint in (int, float):
-        if isinstance(value, str):
-            value = _number(value)
-        if hint is int and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        ok = isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
-        require(ok, name, f"must be {'a number' if hint is float else 'an integer'}, got {value!r}")
-        return hint(value)
-    if hint is str:
-        require(isinstance(value, str), name, f"must be a string, got {value!r}")
-        return value
-    return value
-
-
-def _number(text: str) -> Any:
-    """'3e-3' or '2_000_000' as a number; anything else unchanged (YAML 1.1 reads 3e-3 as a string)."""
-    try:
-        return float(text.replace("_", ""))
-    except ValueError:
-        return text
-
-
-def from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Build dataclass `cls` from `data`, refusing unknown keys; errors name the dotted field."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            raise ConfigError(str(key), f"unknown key (known: {', '.join(sorted(known))})")
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.name not in data and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(missing[0], "is required")
-    kwargs = {}
-    for key, value in data.items():
-        try:
-            kwargs[key] = _coerce(value, hints[key], "")
-        except ConfigError as error:
-            raise error.under(key) from None
-    return cls(**kwargs)
-
-
-def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """Apply one `a.b=c` override to a raw config dict (`stages.1.tokens=…` indexes a list);
-    the value is parsed as YAML."""
-    if "=" not in assignment:
-        raise ConfigError(assignment, "override must look like section.key=value")
-    path, text = assignment.split("=", 1)
-    keys = path.strip().split(".")
-    node: Any = raw
-    for depth, key in enumerate(keys):
-        last = depth == len(keys) - 1
-        value = yaml.safe_load(text) if text.strip() else None
-        if isinstance(node, list):
-            if not key.isdigit() or int(key) >= len(node):
-                raise ConfigError(path, f"no list item {key!r} (the list has {len(node)})")
-            key = int(key)
-        elif not isinstance(node, dict):
-            raise ConfigError(path, "cannot set a key inside a non-mapping value")
-        if last:
-            node[key] = value
-        else:
-            if isinstance(node, dict) and node.get(key) is None:
-                node[key] = {}
-            node = node[key]
-
-
-def read_yaml(path: str | Path, what: str = "config") -> dict:
-    """The mapping a YAML file holds; ConfigError naming the file (and line) otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("", f"{what} file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError("", f"{path}{where} is not valid YAML") from None
-    if not isinstance(raw, dict):
-        raise ConfigError("", f"{path} must hold a mapping of fields")
-    return raw
-
-
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     """Read a run config YAML, apply `a.b=c` overrides, validate. Raises ConfigError."""
     raw = read_yaml(path)
     for assignment in overrides:
         apply_override(raw, assignment)
     return from_dict(RunConfig, raw)
-
-
-# The versions section lives with its component; imported last, as it builds on the classes above.
-from raygrow.versions.config import VersionsConfig, check_versions  # noqa: E402

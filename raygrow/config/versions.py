@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from raygrow.config import GrowthConfig, Shape, StageConfig, _check_transition, require
+from raygrow.config.binding import require
+from raygrow.config.growth import GrowthConfig, check_transition
+from raygrow.config.shape import Shape
 from raygrow.errors import ConfigError
-
-if TYPE_CHECKING:
-    from raygrow.config import RunConfig
 
 MODES = ("path_switching", "from_scratch", "continual")
 
@@ -98,6 +97,13 @@ class VersionsConfig:
     def names(self) -> list[str]:
         return [spec.name or f"v{index + 1}" for index, spec in enumerate(self.data)]
 
+    def shape_of(self, index: int, model: Shape) -> Shape:
+        """Version `index`'s model: the last shape given at or before it, else `model`."""
+        for spec in reversed(self.data[:index + 1]):
+            if spec.shape is not None:
+                return spec.shape
+        return model
+
 
 def _check_numbered_order(names: list[str]) -> None:
     """Names like v3 carry an order: a list with v2 before v1 is out of order."""
@@ -108,20 +114,17 @@ def _check_numbered_order(names: list[str]) -> None:
                  f"v{number} comes after v{before}; list versions oldest first")
 
 
-def check_versions(run: RunConfig) -> None:
-    """Checks that need the whole run config; field names are full dotted paths."""
-    versions = run.versions
-    if run.stages:
-        raise ConfigError("stages", "a versions plan trains `model` and grows at version boundaries "
-                          "(versions.data[k].shape and .growth); leave stages out")
+def check_versions(versions: VersionsConfig, model: Shape, default_source: str,
+                   batch_tokens: int) -> None:
+    """Checks that need the rest of the run config; field names are full dotted paths."""
     slices: dict[str, list[tuple[int, int, float]]] = {}
     for index, spec in enumerate(versions.data):
         where = f"versions.data[{index}]"
         if spec.tokens is not None:
-            require(spec.tokens >= run.train.batch_tokens, f"{where}.tokens",
-                     f"{spec.tokens} is less than one batch ({run.train.batch_tokens} tokens)")
-        _check_slice_order(where, index, source_of(run, spec), spec.documents, slices)
-        _check_shape(run, index)
+            require(spec.tokens >= batch_tokens, f"{where}.tokens",
+                    f"{spec.tokens} is less than one batch ({batch_tokens} tokens)")
+        _check_slice_order(where, index, spec.source or default_source, spec.documents, slices)
+        _check_shape(versions, model, index)
 
 
 def _check_slice_order(where: str, index: int, source: str, documents: DocumentSlice | None,
@@ -134,39 +137,24 @@ def _check_slice_order(where: str, index: int, source: str, documents: DocumentS
         if start < earlier_end:
             span = f"[{earlier_start}, {'end' if earlier_end == float('inf') else int(earlier_end)})"
             raise ConfigError(f"{where}.documents",
-                              f"starts at document {start}, inside or before data[{earlier}]'s {span} of "
-                              f"{source}; list versions oldest first, each after the ones before")
+                              f"starts at document {start}, inside or before data[{earlier}]'s "
+                              f"{span} of {source}; list versions oldest first, each after the "
+                              "ones before")
     slices.setdefault(source, []).append((index, start, end))
 
 
-def _check_shape(run: RunConfig, index: int) -> None:
+def _check_shape(versions: VersionsConfig, model: Shape, index: int) -> None:
     """A version's shape grows (never shrinks) the previous one's, through a named growth."""
-    spec = run.versions.data[index]
+    spec = versions.data[index]
     where = f"versions.data[{index}]"
     if index == 0:
         require(spec.shape is None and spec.growth is None, f"{where}.shape",
-                 "the first version has the run's `model` shape; growth starts at a later version")
+                "the first version has the run's `model` shape; growth starts at a later version")
         return
     if spec.shape is None:
         require(spec.growth is None, f"{where}.growth", "give the shape it grows to as well")
         return
-    require(spec.growth is not None, f"{where}.growth", "a new shape needs a growth (e.g. {depth_op: stack})")
-    before = StageConfig(tokens=1, shape=shape_of_version(run, index - 1))
-    after = StageConfig(tokens=1, shape=spec.shape, growth=spec.growth)
-    try:
-        _check_transition(index, before, after)
-    except ConfigError as error:  # the stage checker names stages[i]; here it is a version
-        message = error.message.replace(f"(stage {index - 1}'s)", f"(data[{index - 1}]'s)")
-        raise ConfigError(error.field.replace(f"stages[{index}]", where, 1), message) from None
-
-
-def source_of(run: RunConfig, spec: VersionSpec) -> str:
-    return spec.source or run.data.source
-
-
-def shape_of_version(run: RunConfig, index: int) -> Shape:
-    """The model shape of version `index`: the last shape given at or before it, else `model`."""
-    for spec in reversed(run.versions.data[:index + 1]):
-        if spec.shape is not None:
-            return spec.shape
-    return run.model
+    require(spec.growth is not None, f"{where}.growth",
+            "a new shape needs a growth (e.g. {depth_op: stack})")
+    check_transition(versions.shape_of(index - 1, model), spec.shape, spec.growth, where,
+                     f"data[{index - 1}]")
