@@ -24,9 +24,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for index, stage in enumerate(config.plan_stages):
         low, high = config.worker_range(stage)
         workers = f"{low}" if low == high else f"{low}-{high}"
-        zero_stage = config.train.zero_stage if stage.zero_stage is None else stage.zero_stage
-        print(f"  stage {index}: {stage.tokens // config.train.batch_tokens} steps of "
-              f"{config.train.batch_tokens} tokens, {workers} worker(s), ZeRO-{zero_stage}"
+        print(f"  stage {index}: {config.stage_steps[index]} steps of "
+              f"{config.train.batch_tokens} tokens, {workers} worker(s), ZeRO-{config.stage_zero(stage)}"
               + (f", grown by {stage.growth.depth_op}/{stage.growth.width_op}" if stage.growth else ""))
     return 0
 

@@ -14,25 +14,34 @@ import os
 import ray
 from tqdm import tqdm
 
-from raygrow.config import RunConfig
 from raygrow import storage
-from raygrow.data import check_sources, dataset_dir, prepare
-from raygrow.errors import ConfigError, RaygrowError
-from raygrow.model import flops_per_token
+from raygrow.config import RunConfig
+from raygrow.coordinator.actor import RunOutcome
+from raygrow.coordinator.spec import StageSpec, plan_specs
+from raygrow.coordinator.state import CoordinatorState
+from raygrow.coordinator.summary import summarise_plan, write_json
+from raygrow.data import DatasetPlan, Manifest, plan_dataset, prepare
+from raygrow.errors import ConfigError, RaygrowError, first_line
+from raygrow.model import flops_per_token, tokens_for_flops
+from raygrow.report import plot_run
+from raygrow.resume import check_inputs, run_inputs
+from raygrow.train.metrics import MetricsLog
 
 log = logging.getLogger("raygrow")
 
 
-def check(config: RunConfig) -> None:
-    """Everything that can be checked without a cluster; raises a one-line RaygrowError."""
+def check(config: RunConfig) -> DatasetPlan:
+    """Everything that can be checked without a cluster; raises a one-line RaygrowError. Returns
+    the dataset plan (corpus listed, tokenizer loaded: once per driver)."""
     for index, stage in enumerate(config.plan_stages):
         if stage.shape is None:
             raise ConfigError(f"stages[{index}].shape", "required to train (params-only stages are for "
                               "`raygrow plan`)")
     check_storage(config)
-    check_sources(config.data)
+    plan = plan_dataset(config)
     if storage.info(config.run_dir).type not in (storage.FileType.NotFound, storage.FileType.Directory):
         raise ConfigError("name", f"{config.run_dir} exists and is not a directory")
+    return plan
 
 
 def check_storage(config: RunConfig) -> None:
@@ -65,25 +74,24 @@ def ensure_ray() -> bool:
     return joining and os.environ.get("RAYGROW_AUTOSCALING", "1") == "1"
 
 
-def _watch(coordinator, config: RunConfig, show_progress: bool) -> dict:
-    """Wait for the coordinator's summary, with a progress bar per stage."""
-    from raygrow.train.stage import first_line
-
+def _watch(coordinator, config: RunConfig, specs: list[StageSpec], show_progress: bool) -> RunOutcome:
+    """Wait for the coordinator's outcome, with a progress bar per spec."""
     future = coordinator.run.remote()
-    bar, bar_stage = None, None
+    by_name = {spec.name: spec for spec in specs}
+    bar, bar_spec = None, None
     while True:
         ready, _ = ray.wait([future], timeout=0.5)
         try:
             status = ray.get(coordinator.status.remote()) if not ready else None
         except ray.exceptions.RayActorError:
             break  # the coordinator died since the wait: `ray.get(future)` below says so
-        if status and show_progress:
-            if status["stage"] != bar_stage:
+        if status and show_progress and status["spec"] in by_name:
+            if status["spec"] != bar_spec:
                 if bar is not None:
                     bar.close()
-                bar_stage = status["stage"]
-                total = config.plan_stages[bar_stage].tokens // config.train.batch_tokens
-                bar = tqdm(total=total, desc=f"stage {bar_stage}", unit="step", mininterval=2.0)
+                bar_spec = status["spec"]
+                bar = tqdm(total=by_name[bar_spec].end_step, initial=by_name[bar_spec].start_step,
+                           desc=bar_spec, unit="step", mininterval=2.0)
             if (bar.n, bar.postfix) != (status["step"], status["phase"]):
                 bar.set_postfix_str(status["phase"], refresh=False)
                 bar.update(status["step"] - bar.n)
@@ -106,38 +114,55 @@ def _watch(coordinator, config: RunConfig, show_progress: bool) -> dict:
 COORDINATOR_NAMESPACE = "raygrow"
 
 
-def train(config: RunConfig, show_progress: bool = True) -> dict:
-    """Run every stage of `config` (or up to `train.stop_after`); returns summary.json's contents."""
-    check(config)
-    autoscaling = ensure_ray()
-    manifest = prepare(config, show_progress=show_progress)
-    for index, stage in enumerate(config.plan_stages):
-        if stage.shape.vocab is not None and stage.shape.vocab < manifest.vocab_size:
-            raise ConfigError("model.vocab" if not config.stages else f"stages[{index}].shape.vocab",
-                              f"{stage.shape.vocab} is smaller than the tokenizer's {manifest.vocab_size} "
-                              "tokens; raise it or leave it unset")
+def check_resume_inputs(config: RunConfig, inputs: dict) -> None:
+    """Before any cluster work: a rerun of an existing run must have the inputs it started with."""
+    state = CoordinatorState.load(storage.canonical(config.run_dir))
+    check_inputs(state.inputs, inputs, config.name)
+
+
+def execute(config: RunConfig, specs: list[StageSpec], inputs: dict, autoscaling: bool,
+            show_progress: bool = True) -> RunOutcome:
+    """Run `specs` with the run's coordinator (one per run directory on the cluster)."""
     from raygrow.coordinator import Coordinator
 
     name = f"raygrow:{storage.canonical(config.run_dir)}"
     try:  # every driver (each `ray job submit`, each Tune trial) has its own namespace: name it in ours
         coordinator = Coordinator.options(name=name, namespace=COORDINATOR_NAMESPACE).remote(
-            config.to_dict(), dataset_dir(config), autoscaling, os.environ.get("RAYGROW_FAULT"))
+            specs, config.run_dir, inputs, config.s3, autoscaling, os.environ.get("RAYGROW_FAULT"))
     except ValueError:  # the name is taken: another driver is running this run
         raise RaygrowError(f"run {config.name} is already running on this cluster; wait for it or pick "
                            "another --name") from None
     try:
-        return _watch(coordinator, config, show_progress)
+        return _watch(coordinator, config, specs, show_progress)
     finally:
         ray.kill(coordinator)
+
+
+def train(config: RunConfig, show_progress: bool = True) -> dict:
+    """Run every stage of `config` (or up to `train.stop_after`); returns summary.json's contents."""
+    plan = check(config)
+    specs = plan_specs(config, plan.directory)
+    inputs = run_inputs(config.to_dict(), storage.base_name(plan.directory))
+    check_resume_inputs(config, inputs)
+    autoscaling = ensure_ray()
+    manifest = prepare(config, show_progress=show_progress, plan=plan)
+    for index, stage in enumerate(config.plan_stages):
+        if stage.shape.vocab is not None and stage.shape.vocab < manifest.vocab_size:
+            raise ConfigError("model.vocab" if not config.stages else f"stages[{index}].shape.vocab",
+                              f"{stage.shape.vocab} is smaller than the tokenizer's {manifest.vocab_size} "
+                              "tokens; raise it or leave it unset")
+    outcome = execute(config, specs, inputs, autoscaling, show_progress)
+    vocab = config.plan_stages[0].shape.vocab_size(manifest.vocab_size)
+    return summarise_plan(config, specs, outcome, storage.canonical(config.run_dir), plan.directory, vocab)
 
 
 def baseline_config(config: RunConfig, total_flops: float, vocab: int) -> RunConfig:
     """The final shape trained from scratch for the same FLOPs, as a sibling run `<name>-baseline`."""
     final = config.plan_stages[-1].shape
-    per_token = flops_per_token(final, final.vocab or vocab, config.data.seq_len)
-    batches = max(1, round(total_flops / per_token / config.train.batch_tokens))
+    per_token = flops_per_token(final, final.vocab_size(vocab), config.data.seq_len)
     last = config.stage_config(len(config.plan_stages) - 1)  # the final stage's workers and ZeRO stage
-    train = dataclasses.replace(last.train, tokens=batches * config.train.batch_tokens)
+    train = dataclasses.replace(last.train, tokens=tokens_for_flops(total_flops, per_token,
+                                                                    config.train.batch_tokens))
     data = dataclasses.replace(config.data, cache_dir=config.dataset_root)
     return dataclasses.replace(config, model=final, stages=[], name=f"{config.name}-baseline", train=train,
                                data=data)
@@ -145,16 +170,10 @@ def baseline_config(config: RunConfig, total_flops: float, vocab: int) -> RunCon
 
 def train_with_baseline(config: RunConfig, show_progress: bool = True) -> dict:
     """Train the plan, then its from-scratch baseline; overlay both in the plan's report.png."""
-    from raygrow.coordinator.summary import write_json
-    from raygrow.report import plot_run
-    from raygrow.train.stage import MetricsLog
-
     summary = train(config, show_progress)
     if not summary["complete"]:
         return summary
-    from raygrow.data import Manifest
-
-    vocab = Manifest.load(dataset_dir(config)).vocab_size
+    vocab = Manifest.load(summary["dataset"]).vocab_size
     sibling = baseline_config(config, summary["total_flops"], vocab)
     baseline = train(sibling, show_progress)
     run_dir = config.run_dir

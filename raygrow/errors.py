@@ -30,3 +30,11 @@ class DataError(RaygrowError):
 
 class CheckpointError(RaygrowError):
     """A checkpoint is incomplete, truncated or tampered with."""
+
+
+def first_line(error: BaseException) -> str:
+    """The last line of an error's text (a worker's error ends with the exception itself, after
+    its traceback): what a one-line report shows."""
+    text = str(error).strip() or type(error).__name__
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__

@@ -91,3 +91,11 @@ def flops_per_token(shape: Shape, vocab: int, seq_len: int) -> int:
     """Training FLOPs per token: 6·N_non-embedding + 12·L·d·T."""
     non_embedding = param_counts(shape, vocab)["non_embedding_params"]
     return 6 * non_embedding + 12 * shape.layers * shape.hidden * seq_len
+
+
+def tokens_for_flops(flops: float, per_token: float, batch_tokens: int, round_down: bool = False) -> int:
+    """The training tokens `flops` buys at `per_token` FLOPs each, in whole batches of
+    `batch_tokens` (to the nearest batch, or down), at least one batch: how a FLOP budget
+    becomes a stage's tokens (the trainer runs whole steps)."""
+    batches = flops / per_token / batch_tokens
+    return max(1, int(batches) if round_down else round(batches)) * batch_tokens

@@ -11,31 +11,35 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from raygrow import storage  # noqa: E402
+from raygrow.train.records import Record, StepRecord, steps  # noqa: E402
 
 
-def _growth_points(records: list[dict], key: str) -> list[float]:
-    """x positions where a new stage starts (the first record of each stage after the first)."""
+def _growth_points(records: list[StepRecord], key: str) -> list[float]:
+    """x positions where a new stage starts (the first step of each stage after the first)."""
     points, seen = [], set()
     for record in records:
-        stage = record.get("stage", 0)
-        if stage not in seen and key in record:
+        stage = record.stage or 0
+        if stage not in seen:
             seen.add(stage)
             if stage > 0:
-                points.append(record[key])
+                points.append(getattr(record, key))
     return points
 
 
-def plot_run(records: list[dict], path: str | Path, title: str = "", baseline: list[dict] | None = None) -> None:
+def plot_run(records: list[Record], path: str | Path, title: str = "",
+             baseline: list[Record] | None = None) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     runs = [("", records)] + ([("baseline ", baseline)] if baseline else [])
     for axis, x_key, label in ((axes[0], "tokens", "tokens"), (axes[1], "flops", "training FLOPs")):
         for prefix, run in runs:
-            train = [r for r in run if "loss" in r and "event" not in r]
-            val = [r for r in run if "val_loss" in r and "event" not in r]
+            train = [r for r in steps(run) if r.loss is not None]
+            val = [r for r in steps(run) if r.val_loss is not None]
             style = "--" if prefix else "-"
-            axis.plot([r[x_key] for r in train], [r["loss"] for r in train], style, label=f"{prefix}train loss")
-            axis.plot([r[x_key] for r in val], [r["val_loss"] for r in val], style + "o", label=f"{prefix}val loss")
-        for number, x in enumerate(_growth_points(records, x_key)):
+            axis.plot([getattr(r, x_key) for r in train], [r.loss for r in train], style,
+                      label=f"{prefix}train loss")
+            axis.plot([getattr(r, x_key) for r in val], [r.val_loss for r in val], style + "o",
+                      label=f"{prefix}val loss")
+        for number, x in enumerate(_growth_points(steps(records), x_key)):
             axis.axvline(x, color="grey", linestyle=":", label="growth" if number == 0 else None)
         axis.set_xlabel(label)
         axis.set_ylabel("loss (nats/token)")

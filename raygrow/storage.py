@@ -224,14 +224,42 @@ def sha256(path: str | Path) -> str:
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Replace the file at `path` atomically: a reader sees the old or the new contents (locally
     through a temp file and a rename; an S3 PUT is atomic by itself)."""
+    with writer(path) as stream:
+        stream.write(data)
+
+
+@contextlib.contextmanager
+def writer(path: str | Path) -> Iterator[pafs.NativeFile]:
+    """A stream that replaces the file at `path` when the block ends without an error: locally a
+    temp file renamed into place, on S3 an upload that completes (and so appears) only at the end."""
     filesystem, inner = resolve(path)
     target = inner if is_remote(path) else f"{inner}.tmp-{uuid.uuid4().hex[:8]}"
     if target != inner:
         filesystem.create_dir(os.path.dirname(inner), recursive=True)
-    with filesystem.open_output_stream(target) as stream:
-        stream.write(data)
+    try:
+        with filesystem.open_output_stream(target) as stream:
+            yield stream
+    except BaseException:
+        if target != inner:
+            with contextlib.suppress(OSError):
+                filesystem.delete_file(target)
+        raise
     if target != inner:
         filesystem.move(target, inner)
+
+
+def copy_file(source: str | Path, destination: str | Path) -> None:
+    """Copy one file (a hard link where both are local and the filesystem allows)."""
+    if not is_remote(source) and not is_remote(destination):
+        _, inner_destination = resolve(destination)
+        os.makedirs(os.path.dirname(inner_destination), exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.link(resolve(source)[1], inner_destination)
+            return
+    source_fs, inner_source = resolve(source)
+    destination_fs, inner_destination = resolve(destination)
+    pafs.copy_files(inner_source, inner_destination, source_filesystem=source_fs,
+                    destination_filesystem=destination_fs)
 
 
 def append_bytes(path: str | Path, data: bytes) -> None:

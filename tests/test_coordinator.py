@@ -119,7 +119,7 @@ def test_killed_coordinator_resumes_in_stage_two(grown, tiny_config):
     thread.join(timeout=300)
     assert isinstance(outcome["error"], RaygrowError)
     state = json.loads((run_dir / "coordinator.json").read_text())
-    assert (state["stage"], state["phase"]) == (1, "training")
+    assert (state["current"], state["phase"]) == ("stage-1", "training")
     stage0_before = (run_dir / "stage-0" / "metrics.jsonl").read_text()
 
     summary = driver.train(config, show_progress=False)
@@ -145,9 +145,10 @@ def test_masked_growth_killed_midway_regrows_identically_and_preserves_loss(ray_
     config = tiny_config("killed-growth", model=None, stages=stages)
     run_dir = Path(config.run_dir)
     monkeypatch.setenv("RAYGROW_FAULT", "grow:1")
-    with pytest.raises(RaygrowError, match="coordinator .* died"):
+    with pytest.raises(RaygrowError, match="growing stage-1 failed"):
         driver.train(config, show_progress=False)
-    assert json.loads((run_dir / "coordinator.json").read_text())["phase"] == "growing"
+    state = json.loads((run_dir / "coordinator.json").read_text())
+    assert (state["current"], state["phase"]) == ("stage-1", "preparing")
     assert not (run_dir / "stage-1" / "init").exists()
     monkeypatch.delenv("RAYGROW_FAULT")
     summary = driver.train(config, show_progress=False)
@@ -227,7 +228,9 @@ def test_records_lost_after_the_final_checkpoint_come_back_and_the_run_completes
     final = [r for r in records if r.get("step") == 4 and "event" not in r]
     log.write_text("".join(json.dumps(r) + "\n" for r in records if r.get("step", 0) < 4 or "event" in r))
     state = json.loads((run_dir / "coordinator.json").read_text())
-    (run_dir / "coordinator.json").write_text(json.dumps({**state, "stage": 0, "phase": "training"}))
+    specs = {name: {**entry, "done": False} for name, entry in state["specs"].items()}
+    (run_dir / "coordinator.json").write_text(json.dumps({**state, "specs": specs, "current": "stage-0",
+                                                          "phase": "training"}))
 
     again = driver.train(config, show_progress=False)
     assert again["complete"]

@@ -1,14 +1,15 @@
-"""Learning-rate schedules."""
+"""Learning-rate schedules (raygrow.train.lr.LRSegment)."""
 
 import pytest
 
 from raygrow.config import TrainConfig
-from raygrow.train.schedule import lr_at
+from raygrow.train.lr import LRSegment
 
 
 def trace(schedule: str, total: int = 100, **kw) -> list[float]:
     train = TrainConfig(lr=1.0, min_lr_ratio=0.1, warmup_steps=10, schedule=schedule, **kw)
-    return [lr_at(step, total, train) for step in range(total)]
+    segment = LRSegment.of(train, total)
+    return [segment.lr(step) for step in range(total)]
 
 
 def test_warmup_is_linear_to_peak():

@@ -93,11 +93,12 @@ def test_trial_reads_validations_of_both_stages_and_skips_a_half_written_line(tm
     (tmp_path / "stage-0").mkdir()
     (tmp_path / "stage-1").mkdir()
     (tmp_path / "stage-0" / "metrics.jsonl").write_text(
-        '{"step": 1, "flops": 10, "tokens": 4, "loss": 5.0}\n{"step": 2, "flops": 20, "tokens": 8, "val_loss": 4.0}\n')
+        '{"step": 1, "lr": 0.1, "grad_norm": 1.0, "flops": 10, "tokens": 4, "loss": 5.0}\n'
+        '{"step": 2, "lr": 0.1, "grad_norm": 1.0, "flops": 20, "tokens": 8, "val_loss": 4.0}\n')
     (tmp_path / "stage-1" / "metrics.jsonl").write_text(
         '{"event": "growth", "step": 0, "flops": 20, "tokens": 8, "val_loss": 4.5}\n'
-        '{"step": 1, "flops": 40, "tokens": 12, "val_loss": 3.5}\n{"step": 2, "flops": 60, "val')
-    assert [(r["stage"], r["step"], r["val_loss"]) for r in validations(tmp_path, 2)] == [(0, 2, 4.0), (1, 1, 3.5)]
+        '{"step": 1, "lr": 0.1, "grad_norm": 1.0, "flops": 40, "tokens": 12, "val_loss": 3.5}\n{"step": 2, "flops": 60, "val')
+    assert [(r.stage, r.step, r.val_loss) for r in validations(str(tmp_path), 2)] == [(0, 2, 4.0), (1, 1, 3.5)]
 
 
 REFUSALS = {
@@ -203,7 +204,7 @@ def test_sweep_is_interrupted_resumes_and_writes_the_best_plan(ray_local, tiny_c
 
     monkeypatch.setenv("RAYGROW_FAULT", "sweep_interrupt:2")  # Ctrl-C once two trials have ended
     first = sweep(base, **kwargs)
-    sweep_dir = first.sweep_dir
+    sweep_dir = Path(first.sweep_dir)
     assert first.interrupted
     ended = {row.run: row for row in first.rows if row.status in ("complete", "stopped")}
     assert len(ended) >= 2 and all(row.status != "error" for row in first.rows), first.table

@@ -74,17 +74,11 @@ def test_decay_steps_and_full_decay_has_no_head():
 
 def test_lr_segments_main_at_peak_and_branch_decays():
     from raygrow.config import TrainConfig
-    from raygrow.train.schedule import lr_at
 
     train = TrainConfig(lr=1.0, min_lr_ratio=0.1, warmup_steps=2)
-    for segment in plan_segments("path_switching", [8, 8], 0.5):
-        lr = segment.lr
-        policy = ("constant", train.decay_fraction) if lr["kind"] == "constant" else ("wsd", 1.0)
-        config = TrainConfig(lr=1.0, min_lr_ratio=0.1, warmup_steps=2 if lr["warmup"] else 0,
-                             schedule=policy[0], decay_fraction=policy[1])
-        trace = [lr_at(lr["offset"] + step - lr["segment_start"], lr["plan_steps"] - lr["segment_start"], config)
-                 for step in range(segment.start, segment.end)]
-        if lr["kind"] == "constant":
+    for segment in plan_segments("path_switching", [8, 8], 0.5, train=train):
+        trace = [segment.lr.lr(step) for step in range(segment.start, segment.end)]
+        if segment.role == "main":
             after_warmup = trace[2:] if segment.name == "main/v1-head" else trace
             assert after_warmup == [1.0] * len(after_warmup), segment.name
         else:

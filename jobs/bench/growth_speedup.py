@@ -39,7 +39,7 @@ from raygrow import driver  # noqa: E402
 from raygrow.config import RunConfig, Shape, apply_override, from_dict  # noqa: E402
 from raygrow.data import prepare  # noqa: E402
 from raygrow.errors import RaygrowError  # noqa: E402
-from raygrow.model import flops_per_token, param_counts  # noqa: E402
+from raygrow.model import flops_per_token, param_counts, tokens_for_flops  # noqa: E402
 from raygrow.plan import growth_timing_tokens  # noqa: E402
 from raygrow.plan.accounting import vocab_size  # noqa: E402
 
@@ -144,7 +144,7 @@ class Sizing:
         small, growth = GROWTH[plan]
         small_tokens, how = self.small_tokens(small)
         rest = self.budget - self.per_token(small) * small_tokens
-        large_tokens = self.whole_steps(rest / self.per_token("target"))
+        large_tokens = tokens_for_flops(rest, self.per_token("target"), self.batch_tokens)
         growth = {**growth, **({"ramp_steps": ramp_steps} if plan == "masked" else {})}
         return [{"shape": self.shapes[small], "tokens": small_tokens},
                 {"shape": self.shapes["target"], "tokens": large_tokens, "growth": growth}], how

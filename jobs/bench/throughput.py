@@ -114,7 +114,7 @@ def main() -> None:
     from raygrow.model import flops_per_token, param_counts
     from raygrow.train.metrics import device_peak
 
-    vocab = config.model.vocab or load_tokenizer(config.data.tokenizer).vocab_size
+    vocab = config.model.vocab_size(load_tokenizer(config.data.tokenizer).vocab_size)
     gpus = torch.cuda.device_count()
     worker_counts = ([int(w) for w in args.workers.split(",")] if args.workers
                      else [gpus] if gpus else [1, 2])

@@ -47,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import growth_speedup  # noqa: E402
 
 from raygrow.config import RunConfig, from_dict  # noqa: E402
-from raygrow.coordinator.growth import stage_dir  # noqa: E402
 from raygrow.data import Manifest  # noqa: E402
 from raygrow.errors import RaygrowError  # noqa: E402
 from raygrow.train import checkpoint  # noqa: E402
@@ -91,18 +90,13 @@ def _single_rank_group() -> None:
 
 
 def _rebuild(stage_config: RunConfig, state, manifest: Manifest) -> None:
-    """What a new stage's worker does with a state before its first step (the steps of
-    raygrow.train.loop.Worker._build), on one rank."""
-    import torch
-
+    """What a new stage's worker does with a state before its first step, on one rank: the
+    model, and the engine from the state (raygrow.train.engine.engine_from_state, as the worker)."""
     from raygrow.model import build_model
-    from raygrow.train.engine import build_engine, load_full_state
+    from raygrow.train.engine import engine_from_state
 
     model = build_model(stage_config.model, manifest.vocab_size, stage_config.train.seed, eos_id=manifest.eos_id)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            param.copy_(state.params[name])
-    load_full_state(build_engine(model, stage_config, 1), state)
+    engine_from_state(model, stage_config, 1, state)
 
 
 def _stage_setup(run_dir: Path, stage: int) -> tuple[RunConfig, Manifest]:
@@ -157,7 +151,7 @@ def transition_rows(run_dir: Path) -> list[dict]:
     rows = []
     for transition, growth in zip(summary["transitions"], growths):
         after = transition["to_stage"]
-        larger = checkpoint.latest_valid(stage_dir(run_dir, after))
+        larger = checkpoint.latest_valid(run_dir / f"stage-{after}")
         event = next((r for r in records if r.get("stage") == after and r.get("event") == "growth"), None)
         last_step = _step_records(records, after - 1)[-1]
         save, load, size = save_load_seconds(larger)

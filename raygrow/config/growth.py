@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raygrow.config.binding import require
-from raygrow.config.operators import LR_POLICIES, OPERATORS, OPTIMIZER_POLICIES
+from raygrow.config.operators import LR_POLICIES, OPERATORS, OPTIMIZER_POLICIES, Operator, combined_lr
 from raygrow.config.shape import GROWN_DIMENSIONS, Shape
 from raygrow.errors import ConfigError
 
@@ -151,3 +151,24 @@ def check_transition(before: Shape, after: Shape, growth: GrowthConfig | None, w
         section = "growth" if error.field in GROWTH_FIELDS else "shape"
         raise ConfigError(f"{where}.{section}.{error.field.removeprefix('source.')}",
                           error.message) from None
+
+
+def active_operators(source: Shape, target: Shape, depth_op: str | None, width_op: str | None,
+                     layer_order: list[int] | None = None) -> list[Operator]:
+    """The operators that change something: a named operator with nothing to do has no say in
+    the optimizer or LR policy."""
+    active = []
+    reorders = layer_order is not None and list(layer_order) != list(range(source.layers))
+    if depth_op is not None and (target.layers != source.layers or reorders):
+        active.append(OPERATORS["depth"][depth_op])
+    if width_op is not None and width_changes(source, target):
+        active.append(OPERATORS["width"][width_op])
+    return active
+
+
+def lr_policy(growth: GrowthConfig, source: Shape, target: Shape) -> str:
+    """The LR policy at a growth: the plan's own, else what its active operators recommend."""
+    if growth.lr is not None:
+        return growth.lr
+    return combined_lr(active_operators(source, target, growth.depth_op, growth.width_op,
+                                        growth.layer_order))

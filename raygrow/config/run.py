@@ -249,7 +249,7 @@ class RunConfig:
                                     workers=self.worker_range(stage)[1],
                                     zero_stage=self.stage_zero(stage))
         data = dataclasses.replace(self.data, cache_dir=self.dataset_root)
-        return dataclasses.replace(self, model=stage.shape, stages=[], name=f"stage-{index}",
+        return dataclasses.replace(self, model=stage.shape, stages=[], name=stage_name(index),
                                    storage=self.run_dir, train=train, data=data)
 
     @property
@@ -285,6 +285,11 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def stage_name(index: int) -> str:
+    """The directory of a plan's stage `index` under the run directory."""
+    return f"stage-{index}"
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:

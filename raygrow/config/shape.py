@@ -40,3 +40,7 @@ class Shape:
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
+
+    def vocab_size(self, tokenizer_vocab: int) -> int:
+        """The model's vocabulary: its own `vocab` when set, else the tokenizer's."""
+        return self.vocab or tokenizer_vocab

@@ -1,136 +1,214 @@
-"""The coordinator actor: one per run, an explicit state machine (see state.py)."""
+"""The coordinator actor: the one executor. It runs a list of `StageSpec`s (a growth plan, a
+versions plan, a sweep trial's plan) as the state machine in state.py, one spec at a time:
+write its init (growth or rebase), ask the cluster for its workers, train it, export it."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 import ray
 
-from raygrow.config import RunConfig, from_dict
-from raygrow.coordinator.growth import grow_into_stage, init_dir, stage_dir
-from raygrow.coordinator.state import CoordinatorState
-from raygrow.coordinator.summary import (
-    merged_records, stage_records, stage_summary, transition_summary, write_json,
-)
 from raygrow import storage
+from raygrow.config import S3Config
+from raygrow.coordinator.growth import GrowthRecord, grow_checkpoint, rebase_checkpoint
+from raygrow.coordinator.spec import INIT_DIR, StageSpec
+from raygrow.resume import check_inputs, check_resume
+from raygrow.coordinator.state import CoordinatorState, SpecState
 from raygrow.data import Manifest
+from raygrow.errors import CheckpointError, RaygrowError, first_line
 from raygrow.export import export_checkpoint
-from raygrow.report import plot_run
 from raygrow.train import checkpoint
-from raygrow.train.stage import StageLaunch, check_schedulable, fit_stage, write_jsonl
+from raygrow.train.launch import fit_stage
+from raygrow.train.records import StepRecord
+from raygrow.train.resources import check_schedulable
+from raygrow.train.stage_run import StageRun
 
 log = logging.getLogger("raygrow")
 
 
-def _first_schedule(config: RunConfig) -> dict:
-    plan_steps = sum(stage.tokens // config.train.batch_tokens for stage in config.plan_stages)
-    return {"offset": 0, "segment_start": 0, "warmup": True, "plan_steps": plan_steps}
+@dataclass
+class RunOutcome:
+    """What a coordinator's `run` ends with; the run's summary is built from it and the logs."""
 
-
-def _next_schedule(config: RunConfig, previous: dict, index: int, lr_policy: str) -> dict:
-    """The LR segment of stage `index`: `continue` stays on the previous segment; `restart` starts
-    a new one with warm-up at this stage; `rewind` starts one at peak LR."""
-    offset = previous["offset"] + config.plan_stages[index - 1].tokens // config.train.batch_tokens
-    if lr_policy == "continue":
-        return {**previous, "offset": offset}
-    return {**previous, "offset": offset, "segment_start": offset, "warmup": lr_policy == "restart"}
+    complete: bool  # every spec done
+    done: list[str]  # the specs done, in order
+    growths: dict[str, GrowthRecord]  # by grown spec
+    wall_s: float  # coordinator time over every invocation
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class Coordinator:
-    """Runs a plan: rescaling → training → growing per stage, persisted in coordinator.json."""
+    """Runs specs in order: preparing → rescaling → training → exporting each, persisted in
+    coordinator.json."""
 
-    def __init__(self, config: dict, dataset_dir: str, autoscaling: bool, fault: str | None = None):
-        if fault:  # test hook (see raygrow.train.checkpoint.fault_point): reaches this actor's process
+    def __init__(self, specs: list[StageSpec], run_dir: str, inputs: dict, s3: S3Config,
+                 autoscaling: bool, fault: str | None = None):
+        if fault:  # test hook (see raygrow.train.checkpoint.fault_point): reaches this process
             os.environ["RAYGROW_FAULT"] = fault
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        self.config: RunConfig = from_dict(RunConfig, config)
-        storage.configure_s3(self.config.s3.endpoint_url, self.config.s3.region)
-        self.run_dir = storage.canonical(self.config.run_dir)
-        self.dataset_dir = dataset_dir
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        storage.configure_s3(s3.endpoint_url, s3.region)
+        self.s3 = s3
+        self.specs = specs
+        self.by_name = {spec.name: spec for spec in specs}
+        self.run_dir = storage.canonical(run_dir)
         self.autoscaling = autoscaling
-        self.manifest = Manifest.load(dataset_dir)
+        self.fault = fault
         self.state = CoordinatorState.load(self.run_dir)
-        if not self.state.schedules:
-            self.state.schedules = [_first_schedule(self.config)]
-        self.current = {"stage": self.state.stage, "phase": self.state.phase, "step": 0}
+        check_inputs(self.state.inputs, inputs, storage.base_name(self.run_dir))
+        check_resume(self.state, specs)
+        self.state.inputs = inputs
+        self.current = {"spec": self.state.current, "phase": self.state.phase, "step": 0}
 
     def status(self) -> dict:
         return dict(self.current)
 
-    def run(self) -> dict:
-        """Advance the state machine until the plan is done (or a stage stops early)."""
+    def run(self) -> RunOutcome:
+        """Advance the state machine until every spec is done, or one stops early."""
         started = time.monotonic()
-        stages = self.config.plan_stages
-        stopped_early = False
-        while self.state.phase != "done" and not stopped_early:
-            index = self.state.stage
-            self.current.update(stage=index, phase=self.state.phase, step=0)
-            if self.state.phase == "rescaling":
-                stage_config = self.config.stage_config(index)
-                check_schedulable(stage_config, stages[index].workers or stage_config.train.workers,
-                                  self.autoscaling, stage_config.train.resource_timeout_s)
-                self._advance("training")
-            elif self.state.phase == "training":
-                stopped_early = not self._train(index)
-                if not stopped_early:
-                    self._export(index)
-                    self._advance("growing" if index + 1 < len(stages) else "done")
-            elif self.state.phase == "growing":
-                growth = grow_into_stage(self.config, self.run_dir, index + 1)
-                self.state.growths = self.state.growths[:index] + [growth]
-                self.state.schedules = self.state.schedules[:index + 1] + [
-                    _next_schedule(self.config, self.state.schedules[index], index + 1, growth["lr"])]
-                self._advance("rescaling", stage=index + 1)
+        complete = True
+        for spec in self.specs:
+            known = self.state.specs.get(spec.name)
+            if known is not None and known.done:
+                continue
+            if not self._run_spec(spec):
+                complete = False
+                break
+        if complete:
+            self._advance("done")
         self.state.wall_s += time.monotonic() - started
         self.state.save(self.run_dir)
-        return self._summarise()
+        return RunOutcome(complete=complete,
+                          done=[s.name for s in self.specs if self._done(s.name)],
+                          growths={name: entry.growth for name, entry in self.state.specs.items()
+                                   if entry.growth is not None},
+                          wall_s=self.state.wall_s)
 
-    def _advance(self, phase: str, stage: int | None = None) -> None:
-        self.state.advance(phase, stage)
+    def _done(self, name: str) -> bool:
+        return name in self.state.specs and self.state.specs[name].done
+
+    def _run_spec(self, spec: StageSpec) -> bool:
+        """Take `spec` from wherever it is to done; False when training stopped before its end."""
+        if self.state.current != spec.name or spec.name not in self.state.specs:
+            self.state.specs[spec.name] = SpecState(fingerprint=spec.fingerprint())
+            self._advance("preparing", spec.name)
+        self.current.update(spec=spec.name, step=spec.start_step)
+        if self.state.phase == "preparing":
+            self._prepare(spec)
+            self._advance("rescaling")
+        if self.state.phase == "rescaling":
+            check_schedulable(spec.config, spec.workers, self.autoscaling,
+                              spec.config.train.resource_timeout_s)
+            self._advance("training")
+        if self.state.phase == "training":
+            if not self._train(spec):
+                return False
+            self._advance("exporting")
+        if spec.exports:
+            self._export(spec)
+        self.state.specs[spec.name].done = True
+        self.state.save(self.run_dir)
+        return True
+
+    def _advance(self, phase: str, spec: str | None = None) -> None:
+        self.state.advance(phase, spec)
+        self.current["phase"] = phase
         self.state.save(self.run_dir)
 
-    def _train(self, index: int) -> bool:
-        """Train stage `index`; True when it reached its last step."""
-        stage_config = self.config.stage_config(index)
-        growth = self.state.growths[index - 1] if index > 0 else {}
-        launch = StageLaunch(
-            dataset_dir=self.dataset_dir,
-            workers=self.config.plan_stages[index].workers or stage_config.train.workers,
-            init_from=init_dir(self.run_dir, index) if index > 0 else None,
-            schedule=self.state.schedules[index], masks=growth.get("masks"),
-            ramp_steps=growth.get("ramp_steps", 0))
-        records = fit_stage(stage_config, launch,
-                            on_record=lambda record: self.current.update(step=record.get("step", 0)))
-        steps = [r["step"] for r in records if "step" in r and "event" not in r]
-        return bool(steps) and max(steps) >= stage_config.total_steps
+    # ---- the phases ----------------------------------------------------------------------
 
-    def _export(self, index: int) -> None:
-        final = checkpoint.latest_valid(stage_dir(self.run_dir, index))
-        export_checkpoint(final, storage.join(stage_dir(self.run_dir, index), "export"), self.manifest)
-        if index == len(self.config.plan_stages) - 1:
-            export_checkpoint(final, storage.join(self.run_dir, "export"), self.manifest)
+    def _prepare(self, spec: StageSpec) -> None:
+        """Write `<spec>/init` when the spec starts from a growth or from other data."""
+        init = spec.init
+        if not init.writes_init:
+            return
+        source = self._final_checkpoint(init.spec)
+        out = self._init_dir(spec)
+        if init.kind == "grow":
+            self.state.specs[spec.name].growth = _run_task(
+                f"growing {spec.name}", grow_checkpoint, source, self.fault, self.s3, source,
+                self.by_name[init.spec].model, spec.model, init.growth, init.seed, out,
+                rebase=init.rebase)
+        else:
+            _run_task(f"starting {spec.name} from {init.spec}", rebase_checkpoint, source,
+                      self.fault, self.s3, source, out)
 
-    def _summarise(self) -> dict:
-        count = len(self.config.plan_stages)
-        records = [stage_records(self.run_dir, index) for index in range(count)]
-        vocab = self.config.plan_stages[0].shape.vocab or self.manifest.vocab_size
-        summaries, start = [], {"tokens": 0, "flops": 0.0}
-        for index in range(count):
-            if not records[index]:
-                break
-            summaries.append(stage_summary(self.config, index, records[index], start, vocab))
-            start = {"tokens": start["tokens"] + summaries[-1]["tokens"],
-                     "flops": start["flops"] + summaries[-1]["flops"]}
-        transitions = [transition_summary(growth, records[growth["from_stage"]], records[growth["to_stage"]])
-                       for growth in self.state.growths if records[growth["to_stage"]]]
-        summary = {"name": self.config.name, "complete": self.state.phase == "done", "stages": summaries,
-                   "transitions": transitions, "total_tokens": start["tokens"], "total_flops": start["flops"],
-                   "wall_s": self.state.wall_s, "dataset": self.dataset_dir, "config": self.config.to_dict()}
-        write_json(storage.join(self.run_dir, "summary.json"), summary)
-        merged = merged_records(self.run_dir, count)
-        write_jsonl(storage.join(self.run_dir, "metrics.jsonl"), merged)
-        plot_run(merged, storage.join(self.run_dir, "report.png"), title=self.config.name)
-        return summary
+    def _train(self, spec: StageSpec) -> bool:
+        """Train `spec`; True when it reached its last step."""
+        growth = self.state.specs[spec.name].growth
+        run = StageRun(config=spec.config, run_dir=spec.directory(self.run_dir), dataset_dir=spec.dataset,
+                       lr=spec.lr, workers=spec.workers, init_from=self._init_from(spec),
+                       grown=spec.init.kind == "grow", fingerprint=spec.fingerprint(),
+                       masks=growth.masks if growth else None,
+                       ramp_steps=growth.ramp_steps if growth else 0)
+        records = fit_stage(run, on_record=self._on_record)
+        steps = [r.step for r in records if isinstance(r, StepRecord)]
+        return bool(steps) and max(steps) >= spec.end_step
+
+    def _on_record(self, record) -> None:
+        if isinstance(record, StepRecord):
+            self.current["step"] = record.step
+
+    def _export(self, spec: StageSpec) -> None:
+        final = self._final_checkpoint(spec.name)
+        outs = [storage.join(self.run_dir, *path.split("/")) for path in spec.exports]
+        _run_task(f"exporting {spec.name}", export_checkpoint, final, self.fault, self.s3, final,
+                  outs, Manifest.load(spec.dataset))
+
+    # ---- where things are -----------------------------------------------------------------
+
+    def _init_dir(self, spec: StageSpec) -> str:
+        return storage.join(spec.directory(self.run_dir), INIT_DIR)
+
+    def _init_from(self, spec: StageSpec) -> str | None:
+        if spec.init.writes_init:
+            return self._init_dir(spec)
+        if spec.init.kind == "checkpoint":
+            return self._final_checkpoint(spec.init.spec)
+        return None
+
+    def _final_checkpoint(self, name: str) -> str:
+        """The final checkpoint of spec `name`: its newest, which must be at its last step (an
+        older one would silently stand in for a stage that did not finish). Not verified here:
+        whoever reads it verifies it, once."""
+        source = self.by_name[name]
+        found = checkpoint.candidates(source.directory(self.run_dir))
+        if not found or checkpoint.step_of(found[0]) != source.end_step:
+            raise CheckpointError(f"{name} has no checkpoint at its last step {source.end_step} to "
+                                  "start from; rerun to train it")
+        return str(found[0])
+
+
+def _run_task(what: str, function, checkpoint_dir: str, fault: str | None, s3: S3Config,
+              *args, **kwargs):
+    """`function(*args, **kwargs)` as Ray work, not in this zero-CPU actor (which may sit on a
+    small head node): it declares memory by the size of the checkpoint it reads (a few copies of
+    its tensors), so Ray places it on a node that can hold it. Not retried: a crash is reported,
+    and the rerun redoes the step (growth is seeded, outputs are published atomically)."""
+    memory = max(256 << 20, 4 * checkpoint.size_bytes(checkpoint_dir))
+    future = _task.options(num_cpus=0, memory=memory, max_retries=0).remote(
+        function, fault, s3, *args, **kwargs)
+    return _result(future, what)
+
+
+@ray.remote
+def _task(function, fault: str | None, s3: S3Config, *args, **kwargs):
+    """Run `function` in a Ray task with this run's S3 settings (and the test fault hook)."""
+    if fault:
+        os.environ["RAYGROW_FAULT"] = fault
+    storage.configure_s3(s3.endpoint_url, s3.region)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return function(*args, **kwargs)
+
+
+def _result(future, what: str):
+    try:
+        return ray.get(future)
+    except ray.exceptions.RayTaskError as error:
+        cause = error.cause if isinstance(getattr(error, "cause", None), RaygrowError) else None
+        raise cause or RaygrowError(f"{what} failed: {first_line(error)}") from None
+    except ray.exceptions.RayError as error:  # the task's process died (a crash, a lost node)
+        raise RaygrowError(f"{what} failed ({type(error).__name__}); rerun to continue") from None

@@ -1,55 +1,75 @@
-"""The growth step between stages: stage k's final full state → operators → stage k+1's start."""
+"""The growth step between specs: a final full state → growth operators → the next spec's init.
+
+`grow_checkpoint` and `rebase_checkpoint` work on checkpoint directories (local or s3://), not
+on a run directory's layout: the coordinator says which checkpoint and where the result goes.
+Both are deterministic (growth is seeded), so a step interrupted and redone writes the same
+tensors, and both publish their output atomically (marker last), replacing a stale leftover.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 
-from raygrow.config import RunConfig
 from raygrow import storage
-from raygrow.errors import CheckpointError
-from raygrow.grow import grow
+from raygrow.config import GrowthConfig, Shape
+from raygrow.grow import MaskSpec, grow
 from raygrow.train import checkpoint
 
 log = logging.getLogger("raygrow")
 
-INIT_DIR = "init"  # <run>/stage-<k>/init: the grown checkpoint stage k starts from
+
+@dataclass
+class GrowthRecord:
+    """What a growth did, for the grown spec's training (masks) and the run's summary."""
+
+    depth_op: str | None
+    width_op: str | None
+    optimizer: str  # reset | carry | transform: what was done to the AdamW moments
+    function_preserving: bool  # what the operators claim (measured: val loss before and after)
+    masks: MaskSpec | None  # MSG: the new parts to fade in over `ramp_steps`
+    ramp_steps: int
+    seconds: float  # wall time of load + grow + save
 
 
-def stage_dir(run_dir: str, index: int) -> str:
-    return storage.join(run_dir, f"stage-{index}")
-
-
-def init_dir(run_dir: str, index: int) -> str:
-    return storage.join(stage_dir(run_dir, index), INIT_DIR)
-
-
-def grow_into_stage(config: RunConfig, run_dir: str, index: int) -> dict:
-    """Grow stage index-1's final checkpoint into <run>/stage-<index>/init (atomically).
-
-    Deterministic (seeded per stage), so a growth interrupted and redone gives the same tensors.
-    Returns what the next stage and the summary need to know about the growth.
-    """
-    before, after = config.stages[index - 1], config.stages[index]
-    source = checkpoint.latest_valid(stage_dir(run_dir, index - 1))
-    if source is None:
-        raise CheckpointError(f"stage {index - 1} has no complete checkpoint to grow from")
+def grow_checkpoint(source: str, before: Shape, after: Shape, growth: GrowthConfig, seed: int,
+                    out: str, rebase: bool = False) -> GrowthRecord:
+    """Grow the checkpoint at `source` (a model of shape `before`) into shape `after` with
+    `growth`, and write it as a checkpoint at `out` at step 0. The stream position and the token
+    and FLOP counters carry over, unless `rebase` (the next spec trains other data: position 0)."""
     started = time.perf_counter()
     state, meta = checkpoint.load(source)
-    spec = after.growth
-    result = grow(state, before.shape, after.shape, meta["vocab"], spec.depth_op, spec.width_op,
-                  optimizer=spec.optimizer, layer_order=spec.layer_order, seed=config.train.seed + index)
-    grown_meta = {**meta, "step": 0, "shape": after.shape.__dict__, "grown_from": storage.base_name(source)}
-    # Replaces a stale, unverified leftover of a killed growth; the marker goes last.
-    with storage.staged_dir(init_dir(run_dir, index), last=checkpoint.MARKER) as staging:
-        checkpoint.save(staging, result.state, grown_meta)
-        checkpoint.fault_point(f"grow:{index}")
-    log.info("stage %d → %d: %s/%s growth, function-preserving %s, optimizer %s, LR %s (%.1f s)",
-             index - 1, index, spec.depth_op, spec.width_op, result.function_preserving,
-             result.optimizer_policy, spec.lr or result.lr_policy, time.perf_counter() - started)
-    return {"from_stage": index - 1, "to_stage": index, "depth_op": spec.depth_op, "width_op": spec.width_op,
-            "optimizer": result.optimizer_policy, "lr": spec.lr or result.lr_policy,
-            "function_preserving": result.function_preserving,
-            "masks": result.masks.to_dict() if result.masks is not None else None,
-            "ramp_steps": spec.ramp_steps if result.masks is not None else 0,
-            "grow_seconds": time.perf_counter() - started}
+    result = grow(state, before, after, meta["vocab"], growth.depth_op, growth.width_op,
+                  optimizer=growth.optimizer, layer_order=growth.layer_order, seed=seed)
+    grown_meta = {**meta, "step": 0, "shape": dataclasses.asdict(after),
+                  "grown_from": storage.base_name(source),
+                  **({"rows_consumed": 0} if rebase else {})}
+    _publish(out, result.state, grown_meta, fault=f"grow:{storage.base_name(storage.parent(out))}")
+    record = GrowthRecord(depth_op=growth.depth_op, width_op=growth.width_op,
+                          optimizer=result.optimizer_policy,
+                          function_preserving=result.function_preserving, masks=result.masks,
+                          ramp_steps=growth.ramp_steps if result.masks is not None else 0,
+                          seconds=time.perf_counter() - started)
+    log.info("grew %s into %s: %s/%s, function-preserving %s, optimizer %s (%.1f s)",
+             source, out, growth.depth_op, growth.width_op, result.function_preserving,
+             result.optimizer_policy, record.seconds)
+    return record
+
+
+def rebase_checkpoint(source: str, out: str) -> None:
+    """Copy the checkpoint at `source` to `out` as the start of other data: step and stream
+    position 0; weights, AdamW moments and step count, token and FLOP counters unchanged."""
+    state, meta = checkpoint.load(source)
+    _publish(out, state, {**meta, "step": 0, "rows_consumed": 0,
+                          "rebased_from": storage.base_name(source)})
+
+
+def _publish(out: str, state, meta: dict, fault: str | None = None) -> None:
+    """Write a checkpoint directory in place of `out` (replacing a stale, unverified leftover of a
+    killed step); the completion marker goes last."""
+    with storage.staged_dir(out, last=checkpoint.MARKER) as staging:
+        checkpoint.save(staging, state, meta)
+        if fault:
+            checkpoint.fault_point(fault)

@@ -1,63 +1,90 @@
-"""summary.json, the run's merged metrics.jsonl and report.png, from the stages' metric records."""
+"""A growth plan's summary.json, merged metrics.jsonl and report.png, from its specs' records."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
-from raygrow.config import RunConfig
 from raygrow import storage
+from raygrow.config import RunConfig
+from raygrow.coordinator.actor import RunOutcome
+from raygrow.coordinator.spec import StageSpec
 from raygrow.model import param_counts
-from raygrow.train.stage import MetricsLog
+from raygrow.report import plot_run
+from raygrow.train.metrics import MetricsLog, write_jsonl
+from raygrow.train.records import Record, StepRecord, events, steps
 
 
-def stage_records(run_dir: str, index: int) -> list[dict]:
-    return MetricsLog(storage.join(run_dir, f"stage-{index}")).records()
+def spec_records(run_dir: str, spec: StageSpec) -> list[Record]:
+    return MetricsLog(spec.directory(run_dir)).records()
 
 
-def _steps(records: list[dict]) -> list[dict]:
-    return [r for r in records if "step" in r and "event" not in r]
-
-
-def stage_summary(config: RunConfig, index: int, records: list[dict], start: dict, vocab: int) -> dict:
-    """One `stages` entry; `start` holds the cumulative tokens and FLOPs before this stage."""
+def stage_summary(config: RunConfig, index: int, records: list[Record], start: StepRecord | None,
+                  vocab: int) -> dict:
+    """One `stages` entry; `start` is the last step before this stage (cumulative counters)."""
     stage = config.plan_stages[index]
-    steps = _steps(records)
-    last = steps[-1] if steps else {"step": 0, **start}
-    logged = [r for r in steps if "loss" in r]
-    validated = [r for r in steps if "val_loss" in r]
-    speeds = [r["tokens_per_s"] for r in logged]
+    trained = steps(records)
+    before_tokens, before_flops = (start.tokens, start.flops) if start else (0, 0.0)
+    last = trained[-1] if trained else None
+    logged = [r for r in trained if r.loss is not None]
+    validated = [r for r in trained if r.val_loss is not None]
+    speeds = [r.tokens_per_s for r in logged]
     low, high = config.worker_range(stage)
     return {
-        "shape": stage.shape.__dict__, **param_counts(stage.shape, vocab),
+        "shape": dataclasses.asdict(stage.shape), **param_counts(stage.shape, vocab),
         "workers": high if low == high else {"min": low, "max": high},
-        "zero_stage": config.train.zero_stage if stage.zero_stage is None else stage.zero_stage,
-        "steps": last["step"], "tokens": last["tokens"] - start["tokens"], "flops": last["flops"] - start["flops"],
-        "final_train_loss": logged[-1]["loss"] if logged else None,
-        "final_val_loss": validated[-1]["val_loss"] if validated else None,
+        "zero_stage": config.stage_zero(stage),
+        "steps": last.step if last else 0,
+        "tokens": (last.tokens - before_tokens) if last else 0,
+        "flops": (last.flops - before_flops) if last else 0.0,
+        "final_train_loss": logged[-1].loss if logged else None,
+        "final_val_loss": validated[-1].val_loss if validated else None,
         "tokens_per_s": sum(speeds) / len(speeds) if speeds else None,
     }
 
 
-def transition_summary(growth: dict, before: list[dict], after: list[dict]) -> dict:
+def transition_summary(spec: StageSpec, outcome: RunOutcome, before: list[Record],
+                       after: list[Record], index: int) -> dict:
     """Validation loss just before and just after a growth, and the time between the last step
     of the old stage and the first step of the new one."""
-    validated = [r for r in _steps(before) if "val_loss" in r]
-    after_growth = [r for r in after if r.get("event") == "growth"]
-    first_step = next(iter(_steps(after)), None)
-    last_step = _steps(before)[-1] if _steps(before) else None
+    growth = outcome.growths[spec.name]
+    validated = [r for r in steps(before) if r.val_loss is not None]
+    after_growth = events(after, "growth")
+    first_step = next(iter(steps(after)), None)
+    last_step = steps(before)[-1] if steps(before) else None
     return {
-        "from_stage": growth["from_stage"], "to_stage": growth["to_stage"],
-        "depth_op": growth["depth_op"], "width_op": growth["width_op"],
-        "optimizer": growth["optimizer"], "lr": growth["lr"],
-        "function_preserving": growth["function_preserving"],
-        "val_loss_before": validated[-1]["val_loss"] if validated else None,
-        "val_loss_after": after_growth[0]["val_loss"] if after_growth else None,
-        "seconds": first_step["time"] - last_step["time"] if first_step and last_step else None,
+        "from_stage": index - 1, "to_stage": index,
+        "depth_op": growth.depth_op, "width_op": growth.width_op,
+        "optimizer": growth.optimizer, "lr": spec.init.lr_policy,
+        "function_preserving": growth.function_preserving,
+        "val_loss_before": validated[-1].val_loss if validated else None,
+        "val_loss_after": after_growth[0].val_loss if after_growth else None,
+        "seconds": (first_step.time - last_step.time) if first_step and last_step else None,
     }
 
 
-def merged_records(run_dir: str, stages: int) -> list[dict]:
-    return [{**record, "stage": index} for index in range(stages) for record in stage_records(run_dir, index)]
+def summarise_plan(config: RunConfig, specs: list[StageSpec], outcome: RunOutcome, run_dir: str,
+                   dataset: str, vocab: int) -> dict:
+    """Write summary.json, the run's metrics.jsonl (every stage's records, tagged) and report.png."""
+    records = [spec_records(run_dir, spec) for spec in specs]
+    summaries, start = [], None
+    for index in range(len(specs)):
+        if not records[index]:
+            break
+        summaries.append(stage_summary(config, index, records[index], start, vocab))
+        start = steps(records[index])[-1] if steps(records[index]) else start
+    transitions = [transition_summary(spec, outcome, records[index - 1], records[index], index)
+                   for index, spec in enumerate(specs) if spec.name in outcome.growths and records[index]]
+    summary = {"name": config.name, "complete": outcome.complete, "stages": summaries,
+               "transitions": transitions,
+               "total_tokens": start.tokens if start else 0, "total_flops": start.flops if start else 0.0,
+               "wall_s": outcome.wall_s, "dataset": dataset, "config": config.to_dict()}
+    write_json(storage.join(run_dir, "summary.json"), summary)
+    merged = [dataclasses.replace(record, stage=index)
+              for index, stage_records in enumerate(records) for record in stage_records]
+    write_jsonl(storage.join(run_dir, "metrics.jsonl"), merged)
+    plot_run(merged, storage.join(run_dir, "report.png"), title=config.name)
+    return summary
 
 
 def write_json(path: str, data: dict) -> None:

@@ -8,9 +8,9 @@
 
 from raygrow.data.manifest import Manifest
 from raygrow.data.packed import PackedRows
-from raygrow.data.pipeline import dataset_dir, prepare
+from raygrow.data.pipeline import DatasetPlan, dataset_dir, plan_dataset, prepare
 from raygrow.data.sources import check_sources
 from raygrow.data.tokenizer import Tokenizer, load_tokenizer
 
-__all__ = ["Manifest", "PackedRows", "Tokenizer", "check_sources", "dataset_dir", "load_tokenizer",
-           "prepare"]
+__all__ = ["DatasetPlan", "Manifest", "PackedRows", "Tokenizer", "check_sources", "dataset_dir",
+           "load_tokenizer", "plan_dataset", "prepare"]

@@ -43,8 +43,9 @@ BYTES_PER_BLOCK = 4 << 20  # source bytes per read task: enough work to hide tas
 
 
 @dataclass
-class _Plan:
-    """Everything decided before reading: the files to read, the tokenizer, the output directory."""
+class DatasetPlan:
+    """Everything decided before reading: the files to read, the tokenizer, the output directory.
+    A driver makes it once (`plan_dataset`): the corpus is listed and the tokenizer loaded once."""
 
     config: DataConfig
     files: list[tuple[SourceFile, int | None]]  # (file, cap on documents needed from it)
@@ -52,9 +53,13 @@ class _Plan:
     directory: str
 
 
-def _plan(config: RunConfig) -> _Plan:
+def plan_dataset(config: RunConfig) -> DatasetPlan:
+    """Check the corpus and tokenizer (one line naming what is wrong, no Ray) and decide where
+    the packed shards go."""
     data = config.data
-    files = first_files(resolve_source(data.source), data.max_documents)
+    listed = resolve_source(data.source)
+    check_sources(data, listed)
+    files = first_files(listed, data.max_documents)
     tokenizer = load_tokenizer(data.tokenizer)
     key_fields = {
         "format": FORMAT_VERSION,
@@ -69,7 +74,7 @@ def _plan(config: RunConfig) -> _Plan:
     }
     digest = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
     root = storage.canonical(config.dataset_root)
-    return _Plan(data, files, tokenizer, f"{root}/{_slug(data)}-{digest}")
+    return DatasetPlan(data, files, tokenizer, f"{root}/{_slug(data)}-{digest}")
 
 
 def _slug(data: DataConfig) -> str:
@@ -85,17 +90,17 @@ def dataset_dir(config: RunConfig) -> str:
     The key hashes everything that changes the rows: source and its file list (paths, sizes,
     mtimes), text field, tokenizer fingerprint, seq_len, val_fraction, max_documents, shard size.
     """
-    return _plan(config).directory
+    return plan_dataset(config).directory
 
 
-def prepare(config: RunConfig, show_progress: bool = True) -> Manifest:
-    """Pack the configured corpus into shards under `dataset_dir(config)` and return its manifest.
+def prepare(config: RunConfig, show_progress: bool = True, plan: DatasetPlan | None = None) -> Manifest:
+    """Pack the configured corpus into shards under `dataset_dir(config)` and return its manifest
+    (`plan`: the driver's `plan_dataset(config)`, when it has one).
 
     Idempotent: a directory that already holds a complete manifest is returned untouched.
     Raises DataError (one line naming the source) for an unusable or empty corpus.
     """
-    check_sources(config.data)
-    plan = _plan(config)
+    plan = plan or plan_dataset(config)
     with contextlib.suppress(DataError):
         manifest = Manifest.load(plan.directory)
         logger.info("dataset %s is already prepared (%d train rows); reusing it", plan.directory,
@@ -118,7 +123,7 @@ def prepare(config: RunConfig, show_progress: bool = True) -> Manifest:
         storage.remove_tree(temp)  # gone after a publish; a half-written attempt otherwise
 
 
-def _prepare_in_place(plan: _Plan, show_progress: bool) -> Manifest:
+def _prepare_in_place(plan: DatasetPlan, show_progress: bool) -> Manifest:
     """Object stores: write straight into the dataset directory (a rename would copy every shard);
     the manifest, written last, marks it complete, and a leftover without one is cleared first.
     Two processes preparing the same key write the same bytes."""
@@ -156,7 +161,7 @@ def _publish(temp: str, directory: str, manifest: Manifest) -> Manifest:
 # ---- the Ray Data pipeline ---------------------------------------------------------------------
 
 
-def _pack(plan: _Plan, temp: str, show_progress: bool) -> Manifest:
+def _pack(plan: DatasetPlan, temp: str, show_progress: bool) -> Manifest:
     data = plan.config
     writers = {split: ShardWriter(temp, split, data.seq_len, data.rows_per_shard)
                for split in ("train", "val")}
@@ -201,7 +206,7 @@ def _with_eos(tokens: pa.ChunkedArray, eos_id: int) -> np.ndarray:
     return np.insert(flat, offsets[1:] - offsets[0], eos_id)
 
 
-def _check_not_empty(plan: _Plan, documents: int, writers: dict[str, ShardWriter]) -> None:
+def _check_not_empty(plan: DatasetPlan, documents: int, writers: dict[str, ShardWriter]) -> None:
     data = plan.config
     if documents == 0:
         raise DataError(f"data.source: {data.source} holds no text (every document is empty or "
@@ -215,7 +220,7 @@ def _check_not_empty(plan: _Plan, documents: int, writers: dict[str, ShardWriter
                         "data.val_fraction, add documents or lower data.seq_len")
 
 
-def _tokenized_batches(plan: _Plan, show_progress: bool) -> Iterator[pa.Table]:
+def _tokenized_batches(plan: DatasetPlan, show_progress: bool) -> Iterator[pa.Table]:
     """Tokenized documents in file order, as pyarrow tables (tokens, val, replaced, error)."""
     import ray
 

@@ -141,12 +141,13 @@ def first_files(files: list[SourceFile], max_documents: int | None) -> list[tupl
     return chosen
 
 
-def check_sources(config: DataConfig) -> None:
-    """Cheap checks before any cluster work: files exist and look right, the tokenizer loads.
+def check_sources(config: DataConfig, files: list[SourceFile] | None = None) -> None:
+    """Cheap checks before any cluster work: files exist and look right, the tokenizer loads
+    (`files`: the source's listing, when the caller has it).
 
     Raises DataError with one line naming the path and what to do.
     """
-    files = resolve_source(config.source)
+    files = resolve_source(config.source) if files is None else files
     if all(file.size == 0 for file in files):
         raise DataError(f"data.source: {config.source}: every file is empty; add text")
     chosen = first_files(files, config.max_documents)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from raygrow.config import Shape
-from raygrow.config.growth import check_growth, shape_text, width_changes
-from raygrow.config.operators import OPERATORS, Operator, combined_lr, combined_optimizer
+from raygrow.config.growth import active_operators, check_growth, shape_text, width_changes
+from raygrow.config.operators import Operator, combined_lr, combined_optimizer
 from raygrow.grow.depth import grow_depth, layer_sources
 from raygrow.grow.masks import MaskSpec
 from raygrow.grow.state import TrainState, check_state, param_shapes
@@ -49,7 +49,7 @@ def grow(state: TrainState, source: Shape, target: Shape, vocab: int, depth_op: 
     plan = plan_width(source, mid, width_op, generator) if width_changes(source, target) else None
     sources = layer_sources(depth_op, source.layers, target.layers, layer_order) if depth_op else None
 
-    active = _active_operators(depth_op, width_op, plan, sources, source.layers)
+    active = active_operators(source, target, depth_op, width_op, layer_order)
     policy = optimizer or combined_optimizer(active)
     grown = state if policy != "reset" else TrainState(params=state.params)
     if plan is not None:
@@ -63,17 +63,6 @@ def grow(state: TrainState, source: Shape, target: Shape, vocab: int, depth_op: 
              shape_text(source), shape_text(target), depth_op, width_op, preserving, policy)
     return GrowthResult(state=grown, shape=target, function_preserving=preserving, optimizer_policy=policy,
                         lr_policy=combined_lr(active), masks=_mask_spec(active, plan, sources))
-
-
-def _active_operators(depth_op: str | None, width_op: str | None, plan: WidthPlan | None,
-                      sources: list[int | None] | None, source_layers: int) -> list[Operator]:
-    """The operators that change something; a named operator with nothing to do has no say."""
-    active = []
-    if sources is not None and sources != list(range(source_layers)):
-        active.append(OPERATORS["depth"][depth_op])
-    if plan is not None:
-        active.append(OPERATORS["width"][width_op])
-    return active
 
 
 def _mask_spec(active: list[Operator], plan: WidthPlan | None, sources: list[int | None] | None) -> MaskSpec | None:

@@ -118,11 +118,11 @@ class PlanReport:
 
 def vocab_size(config: RunConfig, shape: Shape) -> int:
     """The shape's own `vocab` if set, else the tokenizer's (byte: 256 bytes + EOS + BOS = 258)."""
-    if shape.vocab is not None:
+    if shape.vocab is not None:  # an HF tokenizer directory is read only when needed
         return shape.vocab
-    from raygrow.data.tokenizer import load_tokenizer  # an HF directory is read only when needed
+    from raygrow.data.tokenizer import load_tokenizer
 
-    return load_tokenizer(config.data.tokenizer).vocab_size
+    return shape.vocab_size(load_tokenizer(config.data.tokenizer).vocab_size)
 
 
 def chinchilla_tokens(params: int) -> int:

@@ -100,6 +100,16 @@ def load(directory: str | Path, moments: bool = True) -> tuple[TrainState, dict[
     return state, meta
 
 
+def step_of(directory: str | Path) -> int:
+    """The step a checkpoint directory is named for."""
+    return int(DIR_PATTERN.match(storage.base_name(directory)).group(1))
+
+
+def size_bytes(directory: str | Path) -> int:
+    """Bytes of a checkpoint's files."""
+    return sum(entry.size for entry in storage.list_files(directory))
+
+
 def candidates(run_dir: str | Path) -> list[str | Path]:
     """Checkpoint directories of a run, newest step first."""
     found = [(int(m.group(1)), entry.path) for entry in storage.list_files(run_dir, recursive=False)
@@ -109,14 +119,32 @@ def candidates(run_dir: str | Path) -> list[str | Path]:
 
 def latest_valid(run_dir: str | Path) -> str | Path | None:
     """The newest checkpoint that verifies; broken ones are reported and skipped, never loaded."""
-    found = candidates(run_dir)
-    for path in found:
+    for path in candidates(run_dir):
         try:
             verify(path)
             return path
         except CheckpointError as error:
             log.warning("skipping checkpoint: %s", error)
+    _refuse_if_all_broken(run_dir)
+    return None
+
+
+def load_latest(run_dir: str | Path, moments: bool = True
+                ) -> tuple[str | Path, TrainState, dict[str, Any]] | None:
+    """(path, state, meta) of the newest checkpoint that verifies, or None when there is none:
+    each file is hashed once (and an object-store checkpoint downloaded once) on the way."""
+    for path in candidates(run_dir):
+        try:
+            return (path, *load(path, moments))
+        except CheckpointError as error:
+            log.warning("skipping checkpoint: %s", error)
+    _refuse_if_all_broken(run_dir)
+    return None
+
+
+def _refuse_if_all_broken(run_dir: str | Path) -> None:
+    found = candidates(run_dir)
     if found:
         raise CheckpointError(f"{run_dir}: no checkpoint verifies ({len(found)} found, all broken); "
-                              "refusing to start over silently — move them aside to start fresh")
-    return None
+                              "refusing to start over silently — start a new run (another "
+                              f"--name), or delete {run_dir} to train this stage again from its start")

@@ -63,6 +63,23 @@ def build_engine(model: torch.nn.Module, config: RunConfig, workers: int):
     return engine
 
 
+def engine_from_state(model: torch.nn.Module, config: RunConfig, workers: int,
+                      state: TrainState | None = None):
+    """The DeepSpeed engine of `model`, holding `state` when given (its weights and, where present,
+    AdamW moments and step count). The weights go into the Hugging Face model before
+    `deepspeed.initialize` (which partitions them under ZeRO-3); the fp32 master copy and the
+    moments after, through the full-state API."""
+    if state is not None:
+        _check_names(model, state)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.copy_(state.params[name])
+    engine = build_engine(model, config, workers)
+    if state is not None:
+        load_full_state(engine, state)
+    return engine
+
+
 def base_optimizer(engine) -> torch.optim.Optimizer:
     """The torch AdamW underneath DeepSpeed's ZeRO wrapper (or the optimizer itself at stage 0)."""
     return getattr(engine.optimizer, "optimizer", engine.optimizer)
@@ -150,10 +167,7 @@ def init_optimizer_state(engine, step: int = 0) -> None:
 
 def load_full_state(engine, state: TrainState) -> None:
     """Put full parameters (and moments, when present) into an engine fresh from `build_engine`."""
-    names = [name for name, _ in engine.module.named_parameters()]
-    missing = sorted(set(names) - set(state.params))
-    if missing:
-        raise ValueError(f"checkpoint lacks parameters {missing[:3]}…")
+    _check_names(engine.module, state)
     if _zero(engine):
         for name, param in engine.module.named_parameters():
             safe_set_full_fp32_param(param, state.params[name])
@@ -168,3 +182,9 @@ def load_full_state(engine, state: TrainState) -> None:
                 safe_set_full_optimizer_state(param, value, key)
             else:
                 optimizer.state[param][key].copy_(value)
+
+
+def _check_names(model: torch.nn.Module, state: TrainState) -> None:
+    missing = sorted({name for name, _ in model.named_parameters()} - set(state.params))
+    if missing:
+        raise ValueError(f"checkpoint lacks parameters {missing[:3]}…")

@@ -22,15 +22,17 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from raygrow.config import RunConfig, from_dict
 from raygrow import storage
+from raygrow.config import RunConfig
+from raygrow.resume import check_spec
 from raygrow.data import Manifest, PackedRows
-from raygrow.grow import MaskSpec, apply_masks, fold, mask_value, set_mask_value
+from raygrow.grow import TrainState, apply_masks, fold, mask_value, set_mask_value
 from raygrow.model import build_model, compile_blocks, flops_per_token
 from raygrow.train import checkpoint
-from raygrow.train.engine import build_engine, gather_full_state, load_full_state, set_lr
+from raygrow.train.engine import engine_from_state, gather_full_state, set_lr
 from raygrow.train.metrics import device_peak
-from raygrow.train.schedule import lr_at
+from raygrow.train.records import EventRecord, Record, StepRecord, parse_record, to_json
+from raygrow.train.stage_run import StageRun
 
 log = logging.getLogger("raygrow")
 
@@ -44,85 +46,84 @@ class Progress:
     tokens: int = 0  # training tokens seen (inputs, excluding the shifted label token)
     flops: float = 0.0  # cumulative training FLOPs
 
+    @classmethod
+    def from_meta(cls, meta: dict) -> Progress:
+        return cls(**{name: meta[name] for name in cls.__dataclass_fields__})
+
 
 class Worker:
-    """One data-parallel rank."""
+    """One data-parallel rank of a stage."""
 
-    def __init__(self, loop_config: dict):
-        self.config: RunConfig = from_dict(RunConfig, loop_config["config"])
-        self.run_dir: str = loop_config["run_dir"]  # a local path or an s3:// URI
-        self.sink = loop_config.get("sink")
+    def __init__(self, run: StageRun):
+        self.run = run
+        self.config: RunConfig = run.config
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
-        torch.set_num_threads(loop_config["threads"])
-        if loop_config.get("fault"):  # test hook, see checkpoint.fault_point
-            os.environ["RAYGROW_FAULT"] = loop_config["fault"]
+        torch.set_num_threads(run.threads)
+        if run.fault:  # test hook, see checkpoint.fault_point
+            os.environ["RAYGROW_FAULT"] = run.fault
         if self.config.train.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         storage.configure_s3(self.config.s3.endpoint_url, self.config.s3.region)
-        manifest = Manifest.load(loop_config["dataset_dir"])
-        self.vocab = self.config.model.vocab or manifest.vocab_size
-        self.train_rows = PackedRows(loop_config["dataset_dir"], "train", self.config.data.shuffle_seed)
-        self.val_rows = PackedRows(loop_config["dataset_dir"], "val", None)
+        manifest = Manifest.load(run.dataset_dir)
+        self.vocab = self.config.model.vocab_size(manifest.vocab_size)
+        self.train_rows = PackedRows(run.dataset_dir, "train", self.config.data.shuffle_seed)
+        self.val_rows = PackedRows(run.dataset_dir, "val", None)
         self.flops_per_token = flops_per_token(self.config.model, self.vocab, self.config.data.seq_len)
-        self.progress = Progress()
-        self.schedule = loop_config.get("schedule") or {}
-        self.masks = MaskSpec.from_dict(loop_config["masks"]) if loop_config.get("masks") else None
-        self.ramp_steps = loop_config.get("ramp_steps", 0)
-        self.started_from_growth = False
-        self.engine = self._build(manifest, loop_config.get("init_from"))
+        resumed_from, state, meta = self._start_state()
+        self.progress = Progress.from_meta(meta) if meta else Progress()
+        self.masks = run.masks if self.progress.step <= run.ramp_steps else None
+        self.engine = self._engine(state, manifest.eos_id)
         self.device_name, self.peak = device_peak()
+        self.resumed = resumed_from is not None
+        if self.resumed:
+            self._resumed(resumed_from, meta)
+        self.started_from_growth = not self.resumed and run.grown
 
-    def _build(self, manifest: Manifest, init_from: str | None):
-        """The engine, resumed from this stage's newest checkpoint, else from `init_from` (the
-        grown state of the previous stage), else freshly initialised."""
-        model = build_model(self.config.model, self.vocab, self.config.train.seed, eos_id=manifest.eos_id)
-        resume_from = checkpoint.latest_valid(self.run_dir)
-        source = resume_from or init_from
-        state, meta = checkpoint.load(source) if source else (None, None)
-        if state is not None:
-            with torch.no_grad():
-                for name, param in model.named_parameters():
-                    param.copy_(state.params[name])
-            self.progress = Progress(**{k: meta[k] for k in Progress.__dataclass_fields__})
-        if self.masks is not None and self.progress.step < self.ramp_steps:
-            apply_masks(model, self.masks, mask_value(self.progress.step, self.ramp_steps))
+    def _start_state(self) -> tuple[str | None, TrainState | None, dict | None]:
+        """(checkpoint resumed from, state, meta): this stage's newest checkpoint, else the
+        stage's init (resumed from: None), else nothing (fresh weights)."""
+        latest = checkpoint.load_latest(self.run.run_dir)
+        if latest is not None:
+            path, state, meta = latest
+            check_spec(f"{storage.base_name(self.run.run_dir)} ({storage.base_name(path)})",
+                       meta.get("fingerprint", self.run.fingerprint), self.run.fingerprint)
+            return str(path), state, meta
+        if self.run.init_from is not None:
+            return None, *checkpoint.load(self.run.init_from)
+        return None, None, None
+
+    def _engine(self, state: TrainState | None, eos_id: int):
+        model = build_model(self.config.model, self.vocab, self.config.train.seed, eos_id=eos_id)
+        if self.masks is not None:
+            apply_masks(model, self.masks, mask_value(self.progress.step, self.run.ramp_steps))
         if self.config.train.compile:
             compile_blocks(model)
-        engine = build_engine(model.to(self.device), self.config, self.world)
-        if state is not None:
-            load_full_state(engine, state)
-        if resume_from is not None:
-            self._roll_back_row_log()
-            self.emit({"event": "resume", "step": self.progress.step,
-                       "checkpoint": storage.base_name(resume_from)})
-            # The checkpointed step's own record comes back from the checkpoint: if the process that
-            # collects records died before writing it down, the log still ends where training did.
-            record = meta.get("record")
-            if record and record.get("step") == self.progress.step:
-                self.emit(record)
-        self.started_from_growth = resume_from is None and init_from is not None
-        return engine
+        return engine_from_state(model.to(self.device), self.config, self.world, state)
+
+    def _resumed(self, path: str, meta: dict) -> None:
+        """Undo the row log of steps after the checkpoint, and tell the log where we resumed."""
+        self._roll_back_row_log()
+        self.emit(EventRecord(event="resume", step=self.progress.step,
+                              checkpoint=storage.base_name(path)))
+        # The checkpointed step's own record comes back from the checkpoint: if the process that
+        # collects records died before writing it down, the log still ends where training did.
+        record = meta.get("record")
+        if record and record.get("step") == self.progress.step:
+            self.emit(parse_record(record))
 
     def lr(self) -> float:
-        """LR of the next step. A plan has one schedule over all its steps; a growth with LR policy
-        `restart` or `rewind` begins a new segment at its stage (rewind: at peak, no warm-up)."""
-        total_steps = self.schedule.get("plan_steps", self.config.total_steps)
-        segment_start = self.schedule.get("segment_start", 0)
-        global_step = self.schedule.get("offset", 0) + self.progress.step
-        train = self.config.train
-        if not self.schedule.get("warmup", True):
-            train = dataclasses.replace(train, warmup_steps=0)
-        return lr_at(global_step - segment_start, total_steps - segment_start, train)
+        """LR of the next step, from the stage's segment of its schedule."""
+        return self.run.lr.lr(self.progress.step)
 
     def update_masks(self) -> None:
         """Move the MSG masks along their ramp; once at m = 1 they are identities and are removed."""
-        if self.masks is None or self.progress.step > self.ramp_steps:
+        if self.masks is None:
             return
         module = self.engine.module
-        value = mask_value(self.progress.step, self.ramp_steps)
+        value = mask_value(self.progress.step, self.run.ramp_steps)
         if value >= 1.0:
             set_mask_value(module, 1.0)
             fold(module)
@@ -172,7 +173,7 @@ class Worker:
     def _log_rows(self, row_ids: torch.Tensor) -> None:
         # Numbered like the metrics: the step these rows complete.
         line = json.dumps({"step": self.progress.step + 1, "rows": row_ids.tolist()}) + "\n"
-        storage.append_bytes(storage.join(self.run_dir, "rows", f"rank-{self.rank}.jsonl"), line.encode())
+        storage.append_bytes(storage.join(self.run.run_dir, "rows", f"rank-{self.rank}.jsonl"), line.encode())
 
     def _roll_back_row_log(self) -> None:
         """Steps after the checkpoint we resume from are undone: so are their row records (rank 0
@@ -180,7 +181,7 @@ class Worker:
         collective of the first step, which rank 0 reaches only after this)."""
         if not self.config.train.log_rows or self.rank != 0:
             return
-        for entry in storage.list_files(storage.join(self.run_dir, "rows")):
+        for entry in storage.list_files(storage.join(self.run.run_dir, "rows")):
             kept = [line for line in storage.read_bytes(entry.path).decode().splitlines()
                     if json.loads(line)["step"] <= self.progress.step]
             storage.write_bytes(entry.path, "".join(line + "\n" for line in kept).encode())
@@ -204,30 +205,33 @@ class Worker:
         _all_reduce(loss_sum)
         return float(loss_sum[0] / loss_sum[1])
 
-    def save_checkpoint(self, metrics: dict) -> None:
+    def save_checkpoint(self, record: StepRecord) -> None:
         state = gather_full_state(self.engine)  # collective: every rank
-        meta = {**self.progress.__dict__, "world_size": self.world, "zero_stage": self.config.train.zero_stage,
-                "shape": self.config.model.__dict__, "vocab": self.vocab, "record": metrics}
+        meta = {**dataclasses.asdict(self.progress), "world_size": self.world,
+                "zero_stage": self.config.train.zero_stage, "shape": dataclasses.asdict(self.config.model),
+                "vocab": self.vocab, "record": to_json(record), "fingerprint": self.run.fingerprint}
         with tempfile.TemporaryDirectory(prefix="raygrow-ckpt-") as tmp:
             saved = None
             if self.rank == 0:
                 checkpoint.save(tmp, state, meta)
                 saved = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=saved,
+            ray.train.report(to_json(record), checkpoint=saved,
                              checkpoint_dir_name=checkpoint.dir_name(self.progress.step))
 
-    def summarise(self, window: "Window") -> dict:
-        """Loss averaged over ranks and steps, throughput and MFU for a log line."""
+    def summarise(self, window: Window, record: StepRecord) -> None:
+        """Fill a log line's loss (averaged over ranks and steps), throughput and MFU."""
         loss = torch.tensor([window.loss_sum / window.steps], dtype=torch.float64)
         _all_reduce(loss)
         tokens_per_s = window.steps * self.config.batch_rows * self.config.data.seq_len / window.seconds
-        return {"loss": float(loss) / self.world, "tokens_per_s": tokens_per_s,
-                "mfu": self.flops_per_token * tokens_per_s / self.world / self.peak,
-                "data_wait_frac": window.data_wait_s / window.seconds, "device": self.device_name}
+        record.loss = float(loss) / self.world
+        record.tokens_per_s = tokens_per_s
+        record.mfu = self.flops_per_token * tokens_per_s / self.world / self.peak
+        record.data_wait_frac = window.data_wait_s / window.seconds
+        record.device = self.device_name
 
-    def emit(self, record: dict) -> None:
-        if self.rank == 0 and self.sink is not None:
-            self.sink.push.remote(record)
+    def emit(self, record: Record) -> None:
+        if self.rank == 0 and self.run.sink is not None:
+            self.run.sink.push.remote(record)
 
 
 def _all_reduce(tensor: torch.Tensor) -> None:
@@ -258,25 +262,28 @@ class Window:
 
 def train_fn(loop_config: dict) -> None:
     """Ray Train's `train_loop_per_worker`."""
-    worker = Worker(loop_config)
+    worker = Worker(loop_config["run"])
     config = worker.config
     stop_at = min(config.total_steps, config.train.stop_after or config.total_steps)
     window = Window()
+    if not worker.resumed:  # where the stage's counters start: its cost is measured from here
+        worker.emit(EventRecord(event="start", step=worker.progress.step,
+                                tokens=worker.progress.tokens, flops=worker.progress.flops))
     if worker.started_from_growth:  # the loss right after growth, for the function-preservation log
-        worker.emit({"event": "growth", "step": 0, "val_loss": worker.validate(),
-                     "tokens": worker.progress.tokens, "flops": worker.progress.flops})
+        worker.emit(EventRecord(event="growth", step=0, val_loss=worker.validate(),
+                                tokens=worker.progress.tokens, flops=worker.progress.flops))
     while worker.progress.step < stop_at:
         started = time.perf_counter()
         result = worker.train_step()
         window.add(result, time.perf_counter() - started)
         step, last = worker.progress.step, worker.progress.step == stop_at
-        record = {"step": step, "lr": result["lr"], "grad_norm": result["grad_norm"],
-                  "tokens": worker.progress.tokens, "flops": worker.progress.flops}
+        record = StepRecord(step=step, lr=result["lr"], grad_norm=result["grad_norm"],
+                            tokens=worker.progress.tokens, flops=worker.progress.flops)
         if step % config.train.log_every == 0 or last:
-            record.update(worker.summarise(window))
+            worker.summarise(window, record)
             window = Window()
         if step % config.train.val_every == 0 or last:
-            record["val_loss"] = worker.validate()
+            record.val_loss = worker.validate()
         worker.emit(record)
         if step % config.checkpoint.every_steps == 0 or last:
             worker.save_checkpoint(record)
@@ -286,7 +293,7 @@ def train_fn(loop_config: dict) -> None:
 def _kill_rank_fault(worker: Worker) -> None:
     """Test hook: RAYGROW_FAULT=kill_rank:<rank>:<step> kills that rank once, as a lost node would."""
     fault = os.environ.get("RAYGROW_FAULT", "")
-    marker = storage.join(worker.run_dir, ".fault-fired")
+    marker = storage.join(worker.run.run_dir, ".fault-fired")
     if fault == f"kill_rank:{worker.rank}:{worker.progress.step}" and not storage.exists(marker):
         storage.write_bytes(marker, b"")
         os._exit(17)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from raygrow.config import GrowthConfig, RunConfig, Shape, StageConfig
 from raygrow.errors import ConfigError
-from raygrow.model import flops_per_token
+from raygrow.model import flops_per_token, tokens_for_flops
 from raygrow.plan import vocab_size
 from raygrow.tune.config import SweepConfig
 
@@ -96,12 +96,11 @@ def make_trial(sweep: SweepConfig, base: RunConfig, d: float, g: float, d_field:
         raise ConfigError(d_field, f"{d:g} gives {int(wanted)} small-model tokens (g={g:g}), less than one "
                           f"batch ({batch} tokens); raise d or flop_budget")
     left = sweep.flop_budget - per_token_small * small_tokens
-    final_steps = round(left / (per_token_final * batch))
-    if final_steps < 1:
+    if round(left / (per_token_final * batch)) < 1:
         raise ConfigError(d_field, f"{d:g} (g={g:g}) leaves {max(left, 0):.3g} of the {sweep.flop_budget:.3g} "
                           f"FLOP budget for the final model, less than one step "
                           f"({per_token_final * batch:.3g}); lower d or raise flop_budget")
-    final_tokens = final_steps * batch
+    final_tokens = tokens_for_flops(left, per_token_final, batch)
     stages = [dataclasses.replace(first, shape=small, params=None, tokens=small_tokens, growth=None),
               dataclasses.replace(last, shape=final, params=None, tokens=final_tokens, growth=growth_of(base))]
     train = dataclasses.replace(base.train, stop_after=None)  # a trial runs its whole budget

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raygrow import storage
 from raygrow.config import (
     RunConfig,
     apply_override,
@@ -79,7 +80,7 @@ class SweepConfig:
     flop_budget: float  # training FLOPs per trial (6·N_non-embedding + 12·L·d·T per token)
     space: SpaceConfig
     name: str = "sweep"  # sweep directory name under storage; rerunning the same name resumes
-    storage: str = "./runs/sweeps"
+    storage: str = "./runs/sweeps"  # a local path or s3://bucket/prefix
     concurrency: int | None = None  # trials at once; None = as many as the cluster has CPUs for
     asha: AshaConfig = field(default_factory=AshaConfig)
     overrides: list[str] = field(default_factory=list)  # `key=value` changes to the base plan, as
@@ -91,8 +92,8 @@ class SweepConfig:
         require(self.flop_budget > 0, "flop_budget", f"must be > 0, got {self.flop_budget:g}")
         require(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name",
                  f"must be a plain directory name, got {self.name!r}")
-        require(bool(self.storage) and "://" not in self.storage, "storage",
-                 f"must be a filesystem path every node mounts, got {self.storage!r}")
+        require(bool(self.storage), "storage",
+                "must be a path every node mounts, or an s3://bucket/prefix")
         require(self.concurrency is None or self.concurrency >= 1, "concurrency",
                  f"must be ≥ 1 (or null), got {self.concurrency}")
         require(self.asha.grace_flops(self.flop_budget) < self.flop_budget, "asha.grace",
@@ -100,8 +101,9 @@ class SweepConfig:
                  f"end of the budget ({self.flop_budget:g})")
 
     @property
-    def sweep_dir(self) -> Path:
-        return Path(self.storage) / self.name
+    def sweep_dir(self) -> str:
+        """`<storage>/<name>`, canonical (absolute locally): trials read it from other processes."""
+        return storage.canonical(storage.join(self.storage, self.name))
 
 
 def sweep_config(raw: dict[str, Any]) -> SweepConfig:

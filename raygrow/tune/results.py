@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import matplotlib
 import yaml
 
+from raygrow import storage
 from raygrow.config import RunConfig
 from raygrow.tune.budget import Trial
 
@@ -71,20 +72,20 @@ def format_table(rows: list[TrialRow]) -> str:
     return "\n".join(lines)
 
 
-def write_csv(rows: list[TrialRow], path: Path) -> None:
-    fields = [f.name for f in dataclasses.fields(TrialRow)]
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(dataclasses.asdict(row) for row in rows)
+def write_csv(rows: list[TrialRow], path: str) -> None:
+    fields = [field.name for field in dataclasses.fields(TrialRow)]
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(dataclasses.asdict(row) for row in rows)
+    storage.write_bytes(path, text.getvalue().encode())
 
 
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+def read_csv(path: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(storage.read_bytes(path).decode(), newline="")))
 
 
-def plot_sweep(rows: list[TrialRow], path: Path, title: str) -> None:
+def plot_sweep(rows: list[TrialRow], path: str, title: str) -> None:
     """Validation loss against growth timing d (tokens), one line per growth factor g; trials
     stopped by ASHA as crosses at their last validation loss."""
     figure, axis = plt.subplots(figsize=(7, 4.5))
@@ -102,21 +103,22 @@ def plot_sweep(rows: list[TrialRow], path: Path, title: str) -> None:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=110)
     plt.close(figure)
+    storage.write_bytes(path, image.getvalue())
 
 
-def write_plan(plan: RunConfig, path: Path, header: str = "") -> None:
-    """A plan as a YAML file `raygrow train` loads."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + yaml.safe_dump(plan.to_dict(), sort_keys=False))
+def plan_yaml(plan: RunConfig, header: str = "") -> str:
+    """A plan as the YAML text `raygrow train` loads."""
+    return header + yaml.safe_dump(plan.to_dict(), sort_keys=False)
 
 
-def write_best_plan(trial: Trial, row: TrialRow, path: Path, sweep_name: str) -> RunConfig:
+def write_best_plan(trial: Trial, row: TrialRow, path: str, sweep_name: str) -> RunConfig:
     """The best trial's growth plan, as a run named <sweep>-best under the base plan's storage."""
     plan = dataclasses.replace(trial.plan, name=f"{sweep_name}-best")
-    write_plan(plan, path, header=(
+    storage.write_bytes(path, plan_yaml(plan, header=(
         f"# Best plan of sweep {sweep_name}: d = {trial.small_tokens:,} small-model tokens (given as {trial.d:g}), "
         f"g = {trial.g:g};\n# validation loss {row.val_loss:.4f} at {row.flops:.4g} training FLOPs.\n"
-        f"# Train it with: raygrow train {path}\n"))
+        f"# Train it with: raygrow train {path}\n")).encode())
     return plan

@@ -23,14 +23,14 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from raygrow import driver
+from raygrow import driver, storage
 from raygrow.config import RunConfig
 from raygrow.errors import ConfigError, RaygrowError
 from raygrow.tune.budget import Trial, make_trials, trial_key
 from raygrow.tune.config import SweepConfig, base_plan, sweep_config
-from raygrow.tune.results import (TrialRow, best_row, format_table, plot_sweep, row_for, write_best_plan,
-                                  write_csv, write_plan)
-from raygrow.tune.trial import TRIAL_RESOURCES, run_trial
+from raygrow.tune.results import (TrialRow, best_row, format_table, plan_yaml, plot_sweep, row_for,
+                                  write_best_plan, write_csv)
+from raygrow.tune.trial import TRIAL_RESOURCES, TrialLaunch, run_trial
 
 log = logging.getLogger("raygrow")
 
@@ -39,10 +39,10 @@ SWEEP_FILE = "sweep.json"  # what the sweep directory was started with: a rerun 
 
 @dataclass
 class SweepResult:
-    sweep_dir: Path
+    sweep_dir: str  # a local path or an s3:// URI
     rows: list[TrialRow]
     best: TrialRow | None
-    best_plan: Path | None  # best_plan.yaml, once a trial is complete
+    best_plan: str | None  # best_plan.yaml, once a trial is complete
     interrupted: bool  # some trials have not finished: rerun the same sweep to continue
 
     @property
@@ -66,10 +66,9 @@ def run_sweep(config: SweepConfig, relative_to: Path, show_progress: bool = True
     """Run (or continue) a validated sweep; its plan path is relative to `relative_to`."""
     base = base_plan(config, relative_to)
     trials = make_trials(config, base)
-    sweep_dir = config.sweep_dir.resolve()
-    runs = {trial.key: _run_config(trial, base, sweep_dir) for trial in trials}
-    for run in runs.values():
+    for run in (runs := {trial.key: _run_config(trial, base, config.sweep_dir) for trial in trials}).values():
         driver.check(run)
+    sweep_dir = config.sweep_dir
     _claim(sweep_dir, config, base)
     autoscaling = driver.ensure_ray()
     from raygrow.data import prepare
@@ -84,47 +83,48 @@ def run_sweep(config: SweepConfig, relative_to: Path, show_progress: bool = True
     return _collect(config, sweep_dir, trials)
 
 
-def _run_config(trial: Trial, base: RunConfig, sweep_dir: Path) -> RunConfig:
+def _run_config(trial: Trial, base: RunConfig, sweep_dir: str) -> RunConfig:
     """The trial's growth run: `<sweep>/runs/<run>`, on the base plan's prepared dataset. Paths
-    are absolute: trials run in Tune's actors, whose working directory is not the driver's."""
-    data = dataclasses.replace(trial.plan.data, cache_dir=_absolute(base.dataset_root))
-    return dataclasses.replace(trial.plan, name=trial.run_name, storage=str(sweep_dir / "runs"), data=data)
+    are canonical (absolute): trials run in Tune's actors, whose working directory is not the
+    driver's."""
+    data = dataclasses.replace(trial.plan.data, cache_dir=storage.canonical(base.dataset_root))
+    return dataclasses.replace(trial.plan, name=trial.run_name, storage=storage.join(sweep_dir, "runs"),
+                               data=data)
 
 
-def _launch_spec(run: RunConfig, sweep_dir: Path, autoscaling: bool) -> dict:
-    """What a trial needs to launch its growth run (see raygrow.tune.trial.run_trial)."""
-    plan = sweep_dir / "runs" / f"{run.name}.yaml"
-    write_plan(run, plan, header=f"# A trial of sweep {sweep_dir.name}, run by its trial as `raygrow train`.\n")
-    return {"plan": str(plan), "run_dir": run.run_dir, "log": str(plan.with_suffix(".log")),
-            "stages": len(run.stages), "final_step": run.stages[-1].tokens // run.train.batch_tokens,
-            "autoscaling": autoscaling}
+def _launch_spec(run: RunConfig, sweep_dir: str, autoscaling: bool) -> TrialLaunch:
+    """What a trial needs to launch its growth run (see raygrow.tune.trial.run_trial); its plan is
+    kept in the sweep directory as `runs/<run>.yaml`, beside the run's log."""
+    plan = storage.join(sweep_dir, "runs", f"{run.name}.yaml")
+    text = plan_yaml(run, header=f"# A trial of sweep {storage.base_name(sweep_dir)}, run by its trial "
+                                 "as `raygrow train`.\n")
+    storage.write_bytes(plan, text.encode())
+    return TrialLaunch(plan=plan, plan_text=text, run_dir=run.run_dir,
+                       log=storage.join(sweep_dir, "runs", f"{run.name}.log"), stages=len(run.stages),
+                       final_step=run.stage_steps[-1], autoscaling=autoscaling, s3=run.s3)
 
 
-def _absolute(path: str) -> str:
-    return path if "://" in path else str(Path(path).resolve())
-
-
-def _claim(sweep_dir: Path, config: SweepConfig, base: RunConfig) -> None:
+def _claim(sweep_dir: str, config: SweepConfig, base: RunConfig) -> None:
     """Record what this sweep searches; refuse to continue a sweep of the same name that searched
     something else (Tune would silently go on with the old grid)."""
     identity = json.loads(json.dumps({"plan": base.to_dict(), "flop_budget": config.flop_budget,
                                       "space": dataclasses.asdict(config.space),
                                       "asha": dataclasses.asdict(config.asha)}))
-    path = sweep_dir / SWEEP_FILE
-    if path.exists():
-        if json.loads(path.read_text()) != identity:
-            raise ConfigError("name", f"sweep {config.name} in {sweep_dir.parent} was started with another plan, "
-                              f"space, budget or ASHA setting; pick another name or remove {sweep_dir}")
+    path = storage.join(sweep_dir, SWEEP_FILE)
+    if storage.exists(path):
+        if json.loads(storage.read_bytes(path)) != identity:
+            raise ConfigError("name", f"sweep {config.name} in {storage.parent(sweep_dir)} was started with "
+                              f"another plan, space, budget or ASHA setting; pick another name or remove {sweep_dir}")
         return
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(identity, indent=1))
+    storage.make_dirs(sweep_dir)
+    storage.write_bytes(path, json.dumps(identity, indent=1).encode())
 
 
 def _concurrency(config: SweepConfig, runs: dict[str, RunConfig]) -> int:
     """Trials at once: as given, else as many as the cluster holds the largest stage's workers."""
     if config.concurrency:
         return config.concurrency
-    from raygrow.train.stage import worker_resources
+    from raygrow.train.resources import worker_resources
 
     total = ray.cluster_resources()
     fits = []
@@ -169,12 +169,14 @@ class SweepCallback(tune.Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def _tuner(config: SweepConfig, sweep_dir: Path, trials: list[Trial], payload: dict[str, dict],
+def _tuner(config: SweepConfig, sweep_dir: str, trials: list[Trial], payload: dict[str, TrialLaunch],
            concurrency: int, show_progress: bool) -> tune.Tuner:
     trainable = tune.with_resources(tune.with_parameters(run_trial, runs=payload), TRIAL_RESOURCES)
-    if tune.Tuner.can_restore(str(sweep_dir)):
+    path, filesystem = storage.ray_storage(sweep_dir)
+    if tune.Tuner.can_restore(path, storage_filesystem=filesystem):
         log.info("continuing sweep %s from %s", config.name, sweep_dir)
-        return tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, restart_errored=True)
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True,
+                                  storage_filesystem=filesystem)
     scheduler = ASHAScheduler(time_attr="flops", max_t=config.flop_budget,
                               grace_period=config.asha.grace_flops(config.flop_budget),
                               reduction_factor=config.asha.reduction_factor, brackets=config.asha.brackets)
@@ -185,7 +187,7 @@ def _tuner(config: SweepConfig, sweep_dir: Path, trials: list[Trial], payload: d
         tune_config=tune.TuneConfig(metric="val_loss", mode="min", scheduler=scheduler,
                                     max_concurrent_trials=concurrency,
                                     trial_name_creator=names, trial_dirname_creator=names),
-        run_config=tune.RunConfig(name=config.name, storage_path=str(sweep_dir.parent),
+        run_config=tune.RunConfig(name=config.name, storage_path=storage.parent(path), storage_filesystem=filesystem,
                                   callbacks=[SweepCallback()], verbose=1 if show_progress else 0,
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
@@ -206,9 +208,10 @@ def _error_line(trial) -> str | None:
     return lines[-1].strip() if lines else None
 
 
-def _collect(config: SweepConfig, sweep_dir: Path, trials: list[Trial]) -> SweepResult:
+def _collect(config: SweepConfig, sweep_dir: str, trials: list[Trial]) -> SweepResult:
     """Read the experiment's trials (this session's and earlier ones') into the table and files."""
-    analysis = tune.ExperimentAnalysis(str(sweep_dir))
+    path, filesystem = storage.ray_storage(sweep_dir)
+    analysis = tune.ExperimentAnalysis(path, storage_filesystem=filesystem)
     by_key = {trial_key(t.config["d"], t.config["g"]): t for t in analysis.trials}
     rows = []
     for trial in trials:
@@ -217,13 +220,15 @@ def _collect(config: SweepConfig, sweep_dir: Path, trials: list[Trial]) -> Sweep
             rows.append(row_for(trial, "unfinished", None, None))
         else:
             rows.append(row_for(trial, _status(tuned), tuned.last_result, _error_line(tuned)))
-    write_csv(rows, sweep_dir / "trials.csv")
-    (sweep_dir / "trials.md").write_text(f"# Sweep {config.name}\n\n{format_table(rows)}\n")
-    plot_sweep(rows, sweep_dir / "sweep.png", f"{config.name}: {config.flop_budget:.3g} FLOPs per trial")
+    write_csv(rows, storage.join(sweep_dir, "trials.csv"))
+    storage.write_bytes(storage.join(sweep_dir, "trials.md"),
+                        f"# Sweep {config.name}\n\n{format_table(rows)}\n".encode())
+    plot_sweep(rows, storage.join(sweep_dir, "sweep.png"),
+               f"{config.name}: {config.flop_budget:.3g} FLOPs per trial")
     best = best_row(rows)
     best_plan = None
     if best is not None:
-        best_plan = sweep_dir / "best_plan.yaml"
+        best_plan = storage.join(sweep_dir, "best_plan.yaml")
         write_best_plan(next(t for t in trials if t.run_name == best.run), best, best_plan, config.name)
     return SweepResult(sweep_dir=sweep_dir, rows=rows, best=best, best_plan=best_plan,
                        interrupted=any(row.status == "unfinished" for row in rows))

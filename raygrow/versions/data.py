@@ -13,19 +13,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
 
+from raygrow import storage
 from raygrow.config import RunConfig
-from raygrow.data import Manifest, check_sources, dataset_dir, prepare
+from raygrow.data import check_sources, dataset_dir, prepare
 from raygrow.data.sources import first_files, read_documents, resolve_source
 from raygrow.errors import ConfigError, DataError
 from raygrow.config import VersionSpec
 
 TEXT_FIELD = "text"  # the field the materialised .jsonl files hold their documents in
+TOGETHER_MARKER = "complete.json"  # not a corpus file (.json): sources read .txt/.jsonl/.parquet
 
 
 @dataclass
@@ -73,40 +72,33 @@ def _key(run: RunConfig, spec: VersionSpec) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _materialise(run: RunConfig, spec: VersionSpec) -> Path:
-    """The version's documents as `docs.jsonl` (written once, atomically)."""
-    path = Path(run.dataset_root) / "versions" / _key(run, spec) / "docs.jsonl"
-    if path.exists():
+def _materialise(run: RunConfig, spec: VersionSpec) -> str:
+    """The version's documents as `docs.jsonl` (written once, atomically; local or s3://)."""
+    path = storage.join(run.dataset_root, "versions", _key(run, spec), "docs.jsonl")
+    if storage.exists(path):
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with storage.writer(path) as stream:
         for document in _documents(run, spec):
-            handle.write(json.dumps({TEXT_FIELD: document.text}) + "\n")
-    os.replace(tmp, path)
+            stream.write((json.dumps({TEXT_FIELD: document.text}) + "\n").encode())
     return path
 
 
-def _together(files: list[Path], root: Path) -> Path:
-    """A directory source holding `files` in order (hard links where the filesystem allows)."""
-    key = hashlib.sha256("\n".join(map(str, files)).encode()).hexdigest()[:16]
-    directory = root / "versions" / f"together-{key}"
-    if directory.exists():
+def _together(files: list[str], root: str) -> str:
+    """A directory source holding `files` in order (hard links where the filesystem allows),
+    complete once its marker is written (written last: a half-copied directory is redone)."""
+    key = hashlib.sha256("\n".join(files).encode()).hexdigest()[:16]
+    directory = storage.join(root, "versions", f"together-{key}")
+    marker = storage.join(directory, TOGETHER_MARKER)
+    if storage.exists(marker):
         return directory
-    tmp = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    storage.remove_tree(directory)
     for number, file in enumerate(files):
-        target = tmp / f"v{number + 1:04d}.jsonl"  # sorted file order is version order
-        try:
-            os.link(file, target)
-        except OSError:
-            shutil.copyfile(file, target)
-    os.replace(tmp, directory)
+        storage.copy_file(file, storage.join(directory, f"v{number + 1:04d}.jsonl"))  # sorted = version order
+    storage.write_bytes(marker, json.dumps({"files": files}).encode())
     return directory
 
 
-def _corpus_config(run: RunConfig, source: Path) -> RunConfig:
+def _corpus_config(run: RunConfig, source: str) -> RunConfig:
     data = dataclasses.replace(run.data, source=str(source), text_field=TEXT_FIELD, max_documents=None,
                                cache_dir=run.dataset_root)
     return dataclasses.replace(run, data=data, versions=None)
@@ -132,12 +124,7 @@ def prepare_versions(run: RunConfig, show_progress: bool = True) -> VersionData:
         if index == 0:
             together.append(own[0])
         else:
-            union = _corpus_config(run, _together(files[:index + 1], Path(run.dataset_root)))
+            union = _corpus_config(run, _together(files[:index + 1], run.dataset_root))
             prepare(union, show_progress=show_progress)
             together.append(dataset_dir(union))
     return VersionData(own, together, steps)
-
-
-def validation_rows(data: VersionData) -> tuple[str, int]:
-    """The common held-out set: validation rows of all versions together (dataset, row count)."""
-    return data.together[-1], Manifest.load(data.together[-1]).val_rows

@@ -1,7 +1,7 @@
 """Which training segments each mode runs for versions v1..vn, and what they cost. Pure: no Ray.
 
-A segment is one `raygrow.train.stage.fit_stage` run (one Ray Train `fit()`), trained on one
-dataset from its init checkpoint's step to `end`. Steps count within the segment's dataset, and
+A segment is one stage of the run (raygrow.versions.runner makes each a `StageSpec` for the
+coordinator), trained on one dataset from its init checkpoint's step to `end`. Steps count within the segment's dataset, and
 every path through a version takes that version's rows in stream order, each row once per
 epoch: a segment that starts from a checkpoint mid-version continues at its stream position.
 
@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raygrow.config import TrainConfig
+from raygrow.train.lr import LRSegment
+
 MAIN, BRANCH, SCRATCH, CONTINUAL = "main", "branch", "from_scratch", "continual"
 
 
@@ -35,7 +38,8 @@ class Segment:
     end: int  # the step it trains to
     init: str | None  # the segment whose final checkpoint it starts from; None = fresh weights
     rebase: bool  # the init is from another dataset: step and stream position restart at 0
-    lr: dict  # {"kind": "constant" | "decay" | "full"} plus the loop's LR segment (raygrow.train.loop)
+    lr: LRSegment  # main path: constant at peak after the first warm-up; branch: a linear decay
+    #                to the minimum over its steps; from_scratch and continual: train.schedule
     release: bool  # its final checkpoint is exported as version `version`'s release
 
     @property
@@ -49,19 +53,23 @@ def decay_steps(steps: int, decay_fraction: float) -> int:
 
 
 def plan_segments(mode: str, steps: list[int], decay_fraction: float,
-                  rewarm: frozenset[int] = frozenset()) -> list[Segment]:
+                  rewarm: frozenset[int] = frozenset(), train: TrainConfig | None = None) -> list[Segment]:
     """The segments of a run, in training order. `steps[k]`: steps of version k on its own data;
-    `rewarm`: versions at which the main path re-warms its LR (a growth with LR policy restart)."""
+    `rewarm`: versions at which the main path re-warms its LR (a growth with LR policy restart);
+    `train`: peak and minimum LR, warm-up and schedule (default: TrainConfig's)."""
+    train = train or TrainConfig()
     if mode == "from_scratch":
         return [Segment(f"release/v{k + 1}", SCRATCH, k, k, True, k, 0, sum(steps[:k + 1]), None, False,
-                        {"kind": "full"}, True) for k in range(len(steps))]
+                        LRSegment.of(train, sum(steps[:k + 1])), True) for k in range(len(steps))]
     if mode == "continual":
         return [Segment(f"release/v{k + 1}", CONTINUAL, k, k, False, k, 0, steps[k],
-                        f"release/v{k}" if k else None, k > 0, {"kind": "full"}, True) for k in range(len(steps))]
-    return _path_switching(steps, decay_fraction, rewarm)
+                        f"release/v{k}" if k else None, k > 0, LRSegment.of(train, steps[k]), True)
+                for k in range(len(steps))]
+    return _path_switching(steps, decay_fraction, rewarm, train)
 
 
-def _path_switching(steps: list[int], decay_fraction: float, rewarm: frozenset[int]) -> list[Segment]:
+def _path_switching(steps: list[int], decay_fraction: float, rewarm: frozenset[int],
+                    train: TrainConfig) -> list[Segment]:
     segments: list[Segment] = []
     boundary: str | None = None  # the main path's segment that ends at the last version boundary
     branch_points: list[tuple[str | None, bool]] = []  # per version: (init, rebase) of its branch and tail
@@ -70,8 +78,9 @@ def _path_switching(steps: list[int], decay_fraction: float, rewarm: frozenset[i
     for k, total in enumerate(steps):
         offset = sum(steps[:k])  # main-path steps before this version: the LR schedule's clock
         warm_from = offset if k in rewarm else warm_from
-        main_lrs.append({"kind": "constant", "offset": offset, "segment_start": warm_from, "warmup": True,
-                         "plan_steps": offset + total})
+        # The main path's clock runs on across versions; its one warm-up is at warm_from.
+        main_lrs.append(LRSegment.of(train, offset + total - warm_from, schedule="constant",
+                                     offset=offset - warm_from))
         branch_at = total - decay_steps(total, decay_fraction)
         if k > 0:  # the previous version's tail: paid for now, when the new version arrives
             init, rebase = branch_points[k - 1]
@@ -84,8 +93,9 @@ def _path_switching(steps: list[int], decay_fraction: float, rewarm: frozenset[i
                                     main_lrs[k], False))
             branch_points[k] = (segments[-1].name, False)
         init, rebase = branch_points[k]
-        branch_lr = {"kind": "decay", "offset": 0, "segment_start": branch_at, "warmup": False,
-                     "plan_steps": total}
+        # The branch starts at its version's step branch_at and decays linearly to the minimum.
+        branch_lr = LRSegment.of(train, total - branch_at, schedule="wsd", warmup=False,
+                                 offset=-branch_at, decay_fraction=1.0)
         segments.append(Segment(f"release/v{k + 1}", BRANCH, k, k, False, k, branch_at, total, init, rebase,
                                 branch_lr, True))
     return segments

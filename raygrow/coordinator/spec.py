@@ -1,0 +1,123 @@
+"""Typed stage specs: the one thing the coordinator runs.
+
+A growth plan, a versions plan and a sweep trial all compile to a list of `StageSpec`s in training
+order. A spec is one ordinary training stage (one Ray Train `fit()`) in its own directory under
+the run directory, with its model, steps, data, workers, LR segment, where its weights come from
+(`InitSource`) and where its final checkpoint is exported. The coordinator knows nothing else
+about plans or versions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from raygrow import storage
+from raygrow.config import GrowthConfig, RunConfig, Shape, WorkerRange
+from raygrow.config.growth import lr_policy
+from raygrow.config.run import stage_name
+from raygrow.train.lr import LRSegment
+
+INIT_DIR = "init"  # <spec>/init: the grown, rebased or converted checkpoint a spec starts from
+EXPORT_DIR = "export"
+
+
+@dataclass(frozen=True)
+class InitSource:
+    """Where a spec's weights (and optimizer state) come from."""
+
+    kind: Literal["fresh", "checkpoint", "grow"]
+    spec: str | None = None  # checkpoint / grow: the spec whose final checkpoint it starts from
+    rebase: bool = False  # that spec trained other data: step and stream position restart at 0
+    #                       (weights, AdamW moments, step count and token/FLOP counters are kept)
+    growth: GrowthConfig | None = None  # grow: how (the source's model is that spec's)
+    seed: int = 0  # grow: new weights, symmetry noise and unit choices are drawn from it
+    lr_policy: str | None = None  # grow in a plan: restart | rewind | continue (for the summary;
+    #                               the spec's LR segment already follows it)
+
+    @property
+    def writes_init(self) -> bool:
+        """Whether the coordinator writes `<spec>/init` before the spec trains."""
+        return self.kind == "grow" or self.rebase
+
+
+@dataclass
+class StageSpec:
+    """One stage of any run: trained by the coordinator as one Ray Train `fit()`."""
+
+    name: str  # its directory under the run directory, e.g. "stage-1", "main/v2-head"
+    config: RunConfig  # the stage as a single-stage run: model, steps (`total_steps`), data, batch
+    dataset: str  # the packed dataset directory it trains on
+    workers: int | WorkerRange  # a fixed count, or elastic (min, max)
+    lr: LRSegment  # its part of its learning-rate schedule
+    init: InitSource = field(default_factory=lambda: InitSource("fresh"))
+    exports: tuple[str, ...] = ()  # directories (under the run directory) its final checkpoint
+    #                                is exported to as Hugging Face models
+    start_step: int = 0  # the step of the checkpoint it starts from (a versions tail continues
+    #                      its version part-way)
+
+    @property
+    def model(self) -> Shape:
+        return self.config.model
+
+    @property
+    def end_step(self) -> int:
+        return self.config.total_steps
+
+    def directory(self, run_dir: str) -> str:
+        return storage.join(run_dir, *self.name.split("/"))
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a resume of this spec must find unchanged: its data (the dataset directory's key
+        covers source files, tokenizer, seq_len, split and shard size), row order, batch, model,
+        steps, optimizer, schedule and init. Worker count, ZeRO stage, logging, checkpoint
+        intervals and failure handling may change between invocations."""
+        train = self.config.train
+        return json_safe({
+            "dataset": storage.base_name(self.dataset),
+            "shuffle_seed": self.config.data.shuffle_seed,
+            "batch_tokens": train.batch_tokens,
+            "model": dataclasses.asdict(self.model),
+            "steps": [self.start_step, self.end_step],
+            "seed": train.seed,
+            "optimizer": {"weight_decay": train.weight_decay, "beta1": train.beta1,
+                          "beta2": train.beta2, "grad_clip": train.grad_clip,
+                          "precision": train.precision},
+            "lr": dataclasses.asdict(self.lr),
+            "init": dataclasses.asdict(self.init),
+        })
+
+
+def json_safe(value: Any) -> Any:
+    """`value` as JSON would give it back (tuples as lists), so fingerprints compare as stored."""
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def plan_specs(config: RunConfig, dataset: str) -> list[StageSpec]:
+    """A growth plan's stages as specs: `stage-<k>` in order, each grown from the one before.
+
+    The LR segments follow the plan: one schedule over every stage, and at a growth whose LR
+    policy (`growth.lr`, else what its operators recommend) is `restart` or `rewind` a new
+    schedule over the rest of the plan."""
+    steps = config.stage_steps
+    specs: list[StageSpec] = []
+    segment = LRSegment.of(config.train, sum(steps))
+    for index, stage in enumerate(config.plan_stages):
+        if index > 0:
+            policy = lr_policy(stage.growth, config.plan_stages[index - 1].shape, stage.shape)
+            segment = segment.after_growth(policy, steps[index - 1], sum(steps[index:]),
+                                           config.train.warmup_steps)
+        init = (InitSource("grow", spec=stage_name(index - 1), growth=stage.growth,
+                           seed=config.train.seed + index, lr_policy=policy)
+                if index else InitSource("fresh"))
+        last = index == len(steps) - 1
+        specs.append(StageSpec(
+            name=stage_name(index), config=config.stage_config(index), dataset=dataset,
+            workers=config.plan_stages[index].workers or config.train.workers, lr=segment, init=init,
+            exports=(f"{stage_name(index)}/{EXPORT_DIR}",) + ((EXPORT_DIR,) if last else ())))
+    return specs

@@ -1,0 +1,82 @@
+"""One stage = one Ray Train run (`TorchTrainer.fit`) with its own worker count and ZeRO stage.
+
+Rerunning a stage with the same directory resumes from its newest complete checkpoint; a stage
+that has none starts from `StageRun.init_from` (a grown, rebased or pretrained state written by
+the coordinator, or another stage's final checkpoint) or fresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from raygrow import storage
+from raygrow.config import WorkerRange
+from raygrow.errors import RaygrowError, first_line
+from raygrow.train.metrics import MetricsLog, MetricsSink
+from raygrow.train.records import Record
+from raygrow.train.resources import worker_resources
+from raygrow.train.stage_run import StageRun
+
+
+def fit_stage(run: StageRun, on_record=lambda record: None) -> list[Record]:
+    """Train one stage to its end (or to `train.stop_after`); returns its metric records."""
+    from raygrow.train.loop import train_fn  # imports DeepSpeed: only once a run really starts
+
+    config = run.config
+    workers = run.workers
+    high = workers.max if isinstance(workers, WorkerRange) else workers
+    resources, use_gpu, threads = worker_resources(config, high)
+    num_workers = (workers.min, workers.max) if isinstance(workers, WorkerRange) else high
+    run_dir = storage.canonical(run.run_dir)
+    storage_path, storage_filesystem = storage.ray_storage(storage.parent(run_dir))
+    sink = MetricsSink.remote()
+    launched = dataclasses.replace(run, run_dir=run_dir, threads=threads, sink=sink,
+                                   fault=os.environ.get("RAYGROW_FAULT"))
+    trainer = TorchTrainer(
+        train_fn,
+        train_loop_config={"run": launched},
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=storage.base_name(run_dir), storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.checkpoint.keep),
+            failure_config=ray.train.FailureConfig(max_failures=config.train.max_failures)),
+    )
+    metrics = MetricsLog(run_dir)
+    _fit_streaming_metrics(trainer, sink, metrics, on_record)
+    ray.kill(sink)
+    return metrics.records()
+
+
+def _fit_streaming_metrics(trainer: TorchTrainer, sink, metrics: MetricsLog, on_record) -> None:
+    """Run `fit()` in a thread; meanwhile move rank 0's records into metrics.jsonl."""
+    outcome: dict = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except Exception as error:  # noqa: BLE001 - reported to the user as one line below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    while True:
+        thread.join(timeout=0.5)
+        records = ray.get(sink.drain.remote())
+        if records:
+            metrics.write(records)
+            for record in records:
+                on_record(record)
+        if not thread.is_alive():
+            break
+    metrics.flush()
+    error = outcome.get("error") or outcome["result"].error
+    if error is not None:
+        raise RaygrowError(f"training failed: {first_line(error)}")
