@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 
 from raygrow.command import config_arguments, load_run_config, one_line_errors
@@ -59,6 +60,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("growth: " + json.dumps(transition))
     if "baseline" in summary:
         print("baseline: " + json.dumps(summary["baseline"]))
+    stopped_by = summary.get("stopped_by")
+    if stopped_by:
+        print(f"run directory: {config.run_dir} (stopped by {stopped_by} at a checkpoint; rerun the "
+              "same command to continue)")
+        return 128 + signal.Signals[stopped_by].value  # as a shell reports a process the signal ended
     print(f"run directory: {config.run_dir}" + ("" if summary["complete"] else " (stopped early)"))
     return 0
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
+import threading
+import time
 
 import ray
 from tqdm import tqdm
@@ -22,6 +25,7 @@ from raygrow.coordinator.state import CoordinatorState
 from raygrow.coordinator.summary import summarise_plan, write_json
 from raygrow.data import DatasetPlan, Manifest, plan_dataset, prepare
 from raygrow.errors import ConfigError, RaygrowError, first_line
+from raygrow.lease import Lease
 from raygrow.model import flops_per_token, tokens_for_flops
 from raygrow.report import plot_run
 from raygrow.resume import check_inputs, run_inputs
@@ -74,31 +78,33 @@ def ensure_ray() -> bool:
     return joining and os.environ.get("RAYGROW_AUTOSCALING", "1") == "1"
 
 
-def _watch(coordinator, config: RunConfig, specs: list[StageSpec], show_progress: bool) -> RunOutcome:
-    """Wait for the coordinator's outcome, with a progress bar per spec."""
+def _watch(coordinator, config: RunConfig, specs: list[StageSpec], show_progress: bool,
+           stop: StopSignal) -> RunOutcome:
+    """Wait for the coordinator's outcome, with a progress bar per spec; on SIGTERM or Ctrl-C
+    ask it to stop at the next step boundary, with a checkpoint, within `train.stop_grace_s`."""
     future = coordinator.run.remote()
-    by_name = {spec.name: spec for spec in specs}
-    bar, bar_spec = None, None
-    while True:
-        ready, _ = ray.wait([future], timeout=0.5)
-        try:
-            status = ray.get(coordinator.status.remote()) if not ready else None
-        except ray.exceptions.RayActorError:
-            break  # the coordinator died since the wait: `ray.get(future)` below says so
-        if status and show_progress and status["spec"] in by_name:
-            if status["spec"] != bar_spec:
-                if bar is not None:
-                    bar.close()
-                bar_spec = status["spec"]
-                bar = tqdm(total=by_name[bar_spec].end_step, initial=by_name[bar_spec].start_step,
-                           desc=bar_spec, unit="step", mininterval=2.0)
-            if (bar.n, bar.postfix) != (status["step"], status["phase"]):
-                bar.set_postfix_str(status["phase"], refresh=False)
-                bar.update(status["step"] - bar.n)
-        if ready:
-            break
-    if bar is not None:
-        bar.close()
+    progress = _Progress(specs, show_progress)
+    deadline = None
+    try:
+        while True:
+            ready, _ = ray.wait([future], timeout=0.5)
+            if ready:
+                break
+            if stop.received and deadline is None:
+                log.warning("%s: stopping run %s at the next step boundary (checkpointed; up to %g s)",
+                            stop.received, config.name, config.train.stop_grace_s)
+                coordinator.request_stop.remote()
+                deadline = time.monotonic() + config.train.stop_grace_s
+            if deadline is not None and time.monotonic() > deadline:
+                raise RaygrowError(f"{stop.received}: run {config.name} did not reach a checkpoint "
+                                   f"within train.stop_grace_s ({config.train.stop_grace_s:g} s); "
+                                   "rerun the same command to continue from its last checkpoint")
+            try:
+                progress.show(ray.get(coordinator.status.remote()))
+            except ray.exceptions.RayActorError:
+                break  # the coordinator died since the wait: `ray.get(future)` below says so
+    finally:
+        progress.close()
     try:
         return ray.get(future)
     except ray.exceptions.RayTaskError as error:
@@ -107,6 +113,57 @@ def _watch(coordinator, config: RunConfig, specs: list[StageSpec], show_progress
     except ray.exceptions.RayActorError:
         raise RaygrowError(f"the coordinator of run {config.name} died; rerun the same command to "
                            "continue where it stopped") from None
+
+
+class _Progress:
+    """One progress bar per spec: its steps, and the coordinator's phase."""
+
+    def __init__(self, specs: list[StageSpec], show: bool):
+        self.by_name = {spec.name: spec for spec in specs}
+        self.show_bars = show
+        self.bar, self.spec = None, None
+
+    def show(self, status: dict) -> None:
+        if not self.show_bars or status["spec"] not in self.by_name:
+            return
+        if status["spec"] != self.spec:
+            self.close()
+            self.spec = status["spec"]
+            spec = self.by_name[self.spec]
+            self.bar = tqdm(total=spec.end_step, initial=spec.start_step, desc=self.spec, unit="step",
+                            mininterval=2.0)
+        if (self.bar.n, self.bar.postfix) != (status["step"], status["phase"]):
+            self.bar.set_postfix_str(status["phase"], refresh=False)
+            self.bar.update(status["step"] - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class StopSignal:
+    """SIGTERM (what `ray job stop`, Kubernetes and spot reclaim send) and SIGINT (Ctrl-C), caught
+    while a run executes: `received` names the first one; the previous handlers come back after."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            for number in self.SIGNALS:
+                self._previous[number] = signal.signal(number, self._catch)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _catch(self, number: int, frame) -> None:
+        self.received = self.received or signal.Signals(number).name
 
 
 # Coordinators are named after their run directory in one namespace shared by all drivers, so a
@@ -122,20 +179,29 @@ def check_resume_inputs(config: RunConfig, inputs: dict) -> None:
 
 def execute(config: RunConfig, specs: list[StageSpec], inputs: dict, autoscaling: bool,
             show_progress: bool = True) -> RunOutcome:
-    """Run `specs` with the run's coordinator (one per run directory on the cluster)."""
+    """Run `specs` with the run's coordinator (one per run directory on the cluster), holding the
+    run's lease (one writer per run directory, across clusters) while it runs."""
     from raygrow.coordinator import Coordinator
 
+    lease = Lease(storage.canonical(config.run_dir), config.train.lease_timeout_s)
+    lease.acquire(config.name)
     name = f"raygrow:{storage.canonical(config.run_dir)}"
-    try:  # every driver (each `ray job submit`, each Tune trial) has its own namespace: name it in ours
-        coordinator = Coordinator.options(name=name, namespace=COORDINATOR_NAMESPACE).remote(
-            specs, config.run_dir, inputs, config.s3, autoscaling, os.environ.get("RAYGROW_FAULT"))
-    except ValueError:  # the name is taken: another driver is running this run
-        raise RaygrowError(f"run {config.name} is already running on this cluster; wait for it or pick "
-                           "another --name") from None
     try:
-        return _watch(coordinator, config, specs, show_progress)
+        try:  # every driver (each `ray job submit`, each Tune trial) has its own namespace: name it in ours
+            coordinator = Coordinator.options(name=name, namespace=COORDINATOR_NAMESPACE).remote(
+                specs, config.run_dir, inputs, config.s3, autoscaling, os.environ.get("RAYGROW_FAULT"))
+        except ValueError:  # the name is taken: another driver is running this run
+            raise RaygrowError(f"run {config.name} is already running on this cluster; wait for it or "
+                               "pick another --name") from None
+        try:
+            with StopSignal() as stop:
+                outcome = _watch(coordinator, config, specs, show_progress, stop)
+            outcome.stopped_by = stop.received
+            return outcome
+        finally:
+            ray.kill(coordinator)
     finally:
-        ray.kill(coordinator)
+        lease.release()
 
 
 def train(config: RunConfig, show_progress: bool = True) -> dict:
@@ -153,7 +219,9 @@ def train(config: RunConfig, show_progress: bool = True) -> dict:
                               "tokens; raise it or leave it unset")
     outcome = execute(config, specs, inputs, autoscaling, show_progress)
     vocab = config.plan_stages[0].shape.vocab_size(manifest.vocab_size)
-    return summarise_plan(config, specs, outcome, storage.canonical(config.run_dir), plan.directory, vocab)
+    summary = summarise_plan(config, specs, outcome, storage.canonical(config.run_dir), plan.directory,
+                             vocab)
+    return {**summary, "stopped_by": outcome.stopped_by}
 
 
 def baseline_config(config: RunConfig, total_flops: float, vocab: int) -> RunConfig:

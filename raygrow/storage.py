@@ -291,6 +291,13 @@ def remove_tree(path: str | Path) -> None:
         filesystem.delete_dir(inner)
 
 
+def remove_file(path: str | Path) -> None:
+    """Delete one file; a missing file is fine."""
+    filesystem, inner = resolve(path)
+    with contextlib.suppress(FileNotFoundError):
+        filesystem.delete_file(inner)
+
+
 def rename(source: str, destination: str) -> None:
     """Move `source` to `destination`; fails if `destination` is a non-empty directory. Atomic
     locally; on S3 a copy of every object and a delete (callers keep a completion marker)."""
@@ -317,6 +324,17 @@ def upload_dir(local: str | Path, destination: str, last: str | None = None) -> 
                         source_filesystem=pafs.LocalFileSystem(), destination_filesystem=filesystem)
 
 
+def contained(name: str, where: str | Path) -> str:
+    """`name` (an object key below `where`, or a file name from a manifest) if it stays inside its
+    directory; DataError otherwise. An object store allows keys like `a/../../etc/x`, which a
+    download or a read must never turn into a path outside its destination."""
+    parts = name.replace("\\", "/").split("/")
+    if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise DataError(f"{where}: refusing the object {name!r}: its name leaves its directory "
+                        "(absolute, empty or '..' parts); remove it from the store")
+    return name
+
+
 @contextlib.contextmanager
 def local_copy(directory: str | Path) -> Iterator[Path]:
     """A local directory with the contents of `directory`: the directory itself when it is local,
@@ -327,7 +345,7 @@ def local_copy(directory: str | Path) -> Iterator[Path]:
     filesystem, inner = resolve(directory)
     with tempfile.TemporaryDirectory(prefix="raygrow-download-") as temp:
         for entry in list_files(directory):
-            name = entry.path[len(str(directory).rstrip("/")) + 1:]
+            name = contained(entry.path[len(str(directory).rstrip("/")) + 1:], directory)
             (Path(temp) / name).parent.mkdir(parents=True, exist_ok=True)
             pafs.copy_files(f"{inner}/{name}", str(Path(temp) / name), source_filesystem=filesystem,
                             destination_filesystem=pafs.LocalFileSystem())

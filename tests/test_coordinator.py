@@ -237,3 +237,39 @@ def test_records_lost_after_the_final_checkpoint_come_back_and_the_run_completes
     restored = [r for r in stage_records(run_dir, 0) if r.get("step") == 4 and "event" not in r]
     assert len(restored) == 1 and restored[0]["val_loss"] == final[0]["val_loss"]
     assert restored[0]["loss"] == final[0]["loss"]
+
+
+def test_lr_policies_restart_rewind_and_continue_through_a_real_plan(ray_local, tiny_config):
+    """Four stages of 2 steps, growing by stack (LR restart), then by nothing with LR rewind and
+    with LR continue: every step's LR, as the workers applied it, against the cosine schedule
+    computed here by hand."""
+    import math
+
+    stages = [{"shape": SMALL, "tokens": 2 * 512},
+              {"shape": LARGE, "tokens": 2 * 512, "growth": {"depth_op": "stack", "lr": "restart"}},
+              {"shape": LARGE, "tokens": 2 * 512, "growth": {"lr": "rewind"}},
+              {"shape": LARGE, "tokens": 2 * 512, "growth": {"lr": "continue"}}]
+    config = tiny_config("lr-policies", model=None, stages=stages,
+                         train={"warmup_steps": 1, "schedule": "cosine", "lr": 1e-3, "min_lr_ratio": 0.1,
+                                "deterministic": False, "val_every": 2})
+    summary = driver.train(config, show_progress=False)
+    assert summary["complete"]
+    peak, floor = 1e-3, 1e-4
+
+    def cosine(position: int, length: int, warmup: int) -> float:
+        if position < warmup:
+            return peak * (position + 1) / warmup
+        progress = min(1.0, (position - warmup) / max(1, length - warmup))
+        return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    expected = [
+        [cosine(0, 8, 1), cosine(1, 8, 1)],  # stage 0: one schedule over the plan's 8 steps
+        [cosine(0, 6, 1), cosine(1, 6, 1)],  # restart: a new schedule over the 6 steps left, warm-up
+        [cosine(0, 4, 0), cosine(1, 4, 0)],  # rewind: over the 4 left, straight at peak
+        [cosine(2, 4, 0), cosine(3, 4, 0)],  # continue: stage 2's schedule, 2 steps on
+    ]
+    run_dir = Path(config.run_dir)
+    for stage, lrs in enumerate(expected):
+        trace = [r["lr"] for r in stage_records(run_dir, stage) if "event" not in r]
+        assert trace == pytest.approx(lrs, rel=1e-12), stage
+    assert [t["lr"] for t in summary["transitions"]] == ["restart", "rewind", "continue"]

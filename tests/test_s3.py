@@ -316,3 +316,47 @@ def test_growth_run_on_s3_stops_resumes_and_exports(s3_ray, s3, prepared, tiny_c
     logged = ray_logs(s3_ray) + "".join(capfd.readouterr()).encode() + caplog.text.encode()
     for secret in (s3.secret, s3.key_id):
         assert secret.encode() not in written and secret.encode() not in logged
+
+
+# ---- versions and sweeps on S3: the same executor, the same storage layer ------------------
+
+
+@pytest.mark.ray
+def test_versions_plan_on_s3_releases_each_version(s3_ray, s3, prepared, tiny_config):
+    """A continual versions plan with its run, version corpora and shards on S3: each version's
+    release is exported there and scored, and nothing is written locally."""
+    from raygrow.config import VersionsConfig, from_dict
+    from raygrow.versions.runner import run_versions
+
+    versions = from_dict(VersionsConfig, {"mode": "continual", "data": [
+        {"documents": {"start": 0, "end": 20}, "tokens": 2 * 512},
+        {"documents": {"start": 20, "end": 40}, "tokens": 2 * 512}]})
+    config = replace(s3_config(tiny_config, s3, "versions", train={"deterministic": False}),
+                     versions=versions)
+    summary = run_versions(config, show_progress=False)
+    assert summary["complete"] and [v["cost"]["steps"] for v in summary["versions"]] == [2, 2]
+    keys = s3.keys("runs")
+    for version in ("v1", "v2"):
+        assert f"runs/versions/release/{version}/export/config.json" in keys
+    assert all(0 < v["release_val_loss"] < 10 for v in summary["versions"])
+    assert "runs/versions/coordinator.json" in keys and "runs/versions/summary.json" in keys
+    assert any(key.startswith("runs/datasets/versions/") for key in keys)  # the version corpora
+
+
+@pytest.mark.ray
+def test_sweep_on_s3_writes_its_trials_and_best_plan_there(s3_ray, s3, prepared, tiny_config, tmp_path):
+    from raygrow.tune import sweep
+
+    base = s3_config(tiny_config, s3, "sweep-base", model={"layers": 4, "hidden": 32, "heads": 4,
+                                                            "kv_heads": 2, "ffn": 64},
+                     train={"val_every": 2, "warmup_steps": 1, "deterministic": False})
+    result = sweep(base, space={"d": [0.4], "g": [2]}, flop_budget=6 * 272_064 * 512, name="on-s3",
+                   storage="s3://runs/sweeps", concurrency=1, show_progress=False)
+    (row,) = result.rows
+    assert row.status == "complete" and row.val_loss > 0, result.table
+    assert result.sweep_dir == "s3://runs/sweeps/on-s3"
+    keys = s3.keys("runs")
+    for name in ("sweep.json", "trials.csv", "trials.md", "sweep.png", "best_plan.yaml",
+                 f"runs/{row.run}.yaml", f"runs/{row.run}.log", f"runs/{row.run}/export/config.json"):
+        assert f"sweeps/on-s3/{name}" in keys, name
+    assert not list(tmp_path.iterdir())  # nothing local

@@ -70,6 +70,10 @@ class TrainConfig:
     seed: int = 0  # model init
     max_failures: int = 2  # Ray Train restarts the worker group from the latest checkpoint this often
     resource_timeout_s: float = 600.0  # how long a stage waits for the cluster to grow to its workers
+    stop_grace_s: float = 120.0  # on SIGTERM / Ctrl-C: how long the driver waits for the workers to
+    #                              checkpoint at the next step boundary before it stops them anyway
+    lease_timeout_s: float = 120.0  # a run's lease (one writer per run directory) not renewed for
+    #                                 this long is stale: another driver may take the run over
     deterministic: bool = False  # torch deterministic algorithms, for bit-exact resume; measured
     #                              here about 6x slower inside a DeepSpeed worker on CPU
     stop_after: int | None = None  # end this invocation after this many steps (checkpointed), as a
@@ -99,8 +103,8 @@ class TrainConfig:
         require(self.weight_decay >= 0, "weight_decay", f"must be ≥ 0, got {self.weight_decay}")
         for name in ("beta1", "beta2"):  # AdamW's decay rates: 1 or more never forgets (or grows)
             require(0 <= getattr(self, name) < 1, name, f"must be in [0, 1), got {getattr(self, name)}")
-        require(self.resource_timeout_s > 0, "resource_timeout_s",
-                f"must be > 0 seconds, got {self.resource_timeout_s}")
+        for name in ("resource_timeout_s", "stop_grace_s", "lease_timeout_s"):
+            require(getattr(self, name) > 0, name, f"must be > 0 seconds, got {getattr(self, name)}")
         require(self.max_failures >= -1, "max_failures", f"must be ≥ -1 (-1 = forever), got {self.max_failures}")
         require(not (self.compile and self.zero_stage == 3), "compile",
                  "is not supported with zero_stage 3 (ZeRO-3 gathers parameters inside the blocks); "

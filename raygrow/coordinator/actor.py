@@ -22,6 +22,7 @@ from raygrow.errors import CheckpointError, RaygrowError, first_line
 from raygrow.export import export_checkpoint
 from raygrow.train import checkpoint
 from raygrow.train.launch import fit_stage
+from raygrow.train.metrics import MetricsSink
 from raygrow.train.records import StepRecord
 from raygrow.train.resources import check_schedulable
 from raygrow.train.stage_run import StageRun
@@ -37,6 +38,7 @@ class RunOutcome:
     done: list[str]  # the specs done, in order
     growths: dict[str, GrowthRecord]  # by grown spec
     wall_s: float  # coordinator time over every invocation
+    stopped_by: str | None = None  # SIGTERM / SIGINT: the driver stopped the run (it resumes)
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)
@@ -62,6 +64,8 @@ class Coordinator:
         check_resume(self.state, specs)
         self.state.inputs = inputs
         self.current = {"spec": self.state.current, "phase": self.state.phase, "step": 0}
+        self.stopping = False
+        self.sink = None  # the MetricsSink of the stage in training
 
     def status(self) -> dict:
         return dict(self.current)
@@ -74,7 +78,7 @@ class Coordinator:
             known = self.state.specs.get(spec.name)
             if known is not None and known.done:
                 continue
-            if not self._run_spec(spec):
+            if self.stopping or not self._run_spec(spec):
                 complete = False
                 break
         if complete:
@@ -144,9 +148,22 @@ class Coordinator:
                        grown=spec.init.kind == "grow", fingerprint=spec.fingerprint(),
                        masks=growth.masks if growth else None,
                        ramp_steps=growth.ramp_steps if growth else 0)
-        records = fit_stage(run, on_record=self._on_record)
+        self.sink = MetricsSink.remote()
+        if self.stopping:  # asked to stop while the stage was starting
+            self.sink.request_stop.remote()
+        try:
+            records = fit_stage(run, on_record=self._on_record, sink=self.sink)
+        finally:
+            self.sink = None
         steps = [r.step for r in records if isinstance(r, StepRecord)]
         return bool(steps) and max(steps) >= spec.end_step
+
+    def request_stop(self) -> None:
+        """Stop at the next step boundary with a checkpoint (the driver got SIGTERM or Ctrl-C);
+        `run` then returns an incomplete outcome, and a rerun continues from that checkpoint."""
+        self.stopping = True
+        if self.sink is not None:
+            self.sink.request_stop.remote()
 
     def _on_record(self, record) -> None:
         if isinstance(record, StepRecord):

@@ -51,6 +51,7 @@ class Manifest:
             raise DataError(f"{path} has format {manifest.format_version}, this raygrow reads "
                             f"{FORMAT_VERSION}; {redo}")
         for name in manifest.train_shards + manifest.val_shards:
+            storage.contained(name, path)
             if not storage.exists(f"{directory}/{name}"):
                 raise DataError(f"{directory}/{name} is missing; {redo}")
         return manifest

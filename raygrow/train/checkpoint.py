@@ -27,7 +27,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from raygrow import storage
-from raygrow.errors import CheckpointError
+from raygrow.errors import CheckpointError, DataError
 from raygrow.grow.state import TrainState
 
 log = logging.getLogger("raygrow")
@@ -77,7 +77,10 @@ def verify(directory: str | Path) -> None:
     except (ValueError, KeyError):
         raise CheckpointError(f"{marker}: unreadable completion marker") from None
     for name, expected in files.items():
-        path = storage.join(directory, name)
+        try:
+            path = storage.join(directory, storage.contained(name, marker))
+        except DataError as error:
+            raise CheckpointError(str(error)) from None
         entry = storage.info(path)
         if entry.type != storage.FileType.File or entry.size != expected["bytes"]:
             raise CheckpointError(f"{path}: missing or truncated")
@@ -136,7 +139,7 @@ def load_latest(run_dir: str | Path, moments: bool = True
     for path in candidates(run_dir):
         try:
             return (path, *load(path, moments))
-        except CheckpointError as error:
+        except (CheckpointError, DataError) as error:  # DataError: a key that leaves its directory
             log.warning("skipping checkpoint: %s", error)
     _refuse_if_all_broken(run_dir)
     return None

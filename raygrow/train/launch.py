@@ -24,8 +24,9 @@ from raygrow.train.resources import worker_resources
 from raygrow.train.stage_run import StageRun
 
 
-def fit_stage(run: StageRun, on_record=lambda record: None) -> list[Record]:
-    """Train one stage to its end (or to `train.stop_after`); returns its metric records."""
+def fit_stage(run: StageRun, on_record=lambda record: None, sink=None) -> list[Record]:
+    """Train one stage to its end (or to `train.stop_after`, or a stop request through `sink`, a
+    MetricsSink the caller made); returns its metric records."""
     from raygrow.train.loop import train_fn  # imports DeepSpeed: only once a run really starts
 
     config = run.config
@@ -35,7 +36,7 @@ def fit_stage(run: StageRun, on_record=lambda record: None) -> list[Record]:
     num_workers = (workers.min, workers.max) if isinstance(workers, WorkerRange) else high
     run_dir = storage.canonical(run.run_dir)
     storage_path, storage_filesystem = storage.ray_storage(storage.parent(run_dir))
-    sink = MetricsSink.remote()
+    sink = sink or MetricsSink.remote()
     launched = dataclasses.replace(run, run_dir=run_dir, threads=threads, sink=sink,
                                    fault=os.environ.get("RAYGROW_FAULT"))
     trainer = TorchTrainer(

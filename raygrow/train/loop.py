@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -81,6 +82,7 @@ class Worker:
         if self.resumed:
             self._resumed(resumed_from, meta)
         self.started_from_growth = not self.resumed and run.grown
+        self._stop_probe = None  # a pending `stop_requested` call to the sink (rank 0)
 
     def _start_state(self) -> tuple[str | None, TrainState | None, dict | None]:
         """(checkpoint resumed from, state, meta): this stage's newest checkpoint, else the
@@ -233,6 +235,23 @@ class Worker:
         if self.rank == 0 and self.run.sink is not None:
             self.run.sink.push.remote(record)
 
+    def stop_requested(self) -> bool:
+        """Whether the driver asked the stage to stop (all ranks agree: rank 0 asks the sink
+        without waiting on it, and a one-element all-reduce shares the answer)."""
+        if self.run.sink is None:
+            return False
+        asked = False
+        if self.rank == 0:
+            if self._stop_probe is None:
+                self._stop_probe = self.run.sink.stop_requested.remote()
+            ready, _ = ray.wait([self._stop_probe], timeout=0)
+            if ready:
+                asked = ray.get(ready[0])
+                self._stop_probe = None
+        flag = torch.tensor([1.0 if asked else 0.0])
+        _all_reduce(flag)
+        return bool(flag.item())
+
 
 def _all_reduce(tensor: torch.Tensor) -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
@@ -285,9 +304,13 @@ def train_fn(loop_config: dict) -> None:
         if step % config.train.val_every == 0 or last:
             record.val_loss = worker.validate()
         worker.emit(record)
-        if step % config.checkpoint.every_steps == 0 or last:
+        stopping = not last and worker.stop_requested()
+        if step % config.checkpoint.every_steps == 0 or last or stopping:
             worker.save_checkpoint(record)
         _kill_rank_fault(worker)
+        if stopping:
+            worker.emit(EventRecord(event="stop", step=step, detail={"reason": "stop requested"}))
+            return
 
 
 def _kill_rank_fault(worker: Worker) -> None:

@@ -118,10 +118,18 @@ class MetricsLog:
 @ray.remote(num_cpus=0)
 class MetricsSink:
     """Collects metric records from rank 0 so the coordinator can show progress while `fit()`
-    runs."""
+    runs, and carries a stop request the other way (SIGTERM or Ctrl-C on the driver: the workers
+    checkpoint at the next step boundary and end the stage)."""
 
     def __init__(self) -> None:
         self.records: list[Record] = []
+        self.stopping = False
+
+    def request_stop(self) -> None:
+        self.stopping = True
+
+    def stop_requested(self) -> bool:
+        return self.stopping
 
     def push(self, record: Record) -> None:
         self.records.append(record)
