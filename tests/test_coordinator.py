@@ -144,7 +144,7 @@ def test_masked_growth_killed_midway_regrows_identically_and_preserves_loss(ray_
                "tokens": 4 * 512}]
     config = tiny_config("killed-growth", model=None, stages=stages)
     run_dir = Path(config.run_dir)
-    monkeypatch.setenv("RAYGROW_FAULT", "grow:1")
+    monkeypatch.setenv("RAYGROW_FAULT", "grow:stage-1")
     with pytest.raises(RaygrowError, match="growing stage-1 failed"):
         driver.train(config, show_progress=False)
     state = json.loads((run_dir / "coordinator.json").read_text())

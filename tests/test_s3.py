@@ -269,9 +269,12 @@ def ray_logs(ray) -> bytes:
 
 @pytest.mark.ray
 def test_growth_run_on_s3_stops_resumes_and_exports(s3_ray, s3, prepared, tiny_config, capfd, caplog):
-    """A 2-stage plan with everything on S3: stopped after 2 steps (as a preemption would), rerun,
-    it resumes from the checkpoint on S3 (not from scratch), grows, trains stage 1 and exports a
-    model stock transformers loads. No credential shows up anywhere the run wrote or logged."""
+    """A 2-stage plan with everything on S3: stopped after 4 steps (as a preemption would) with
+    checkpoints at steps 2 and 4, the newest left as a crash during its upload leaves it (marker
+    and state there, weights cut short, moments missing); rerun, it resumes from the complete
+    checkpoint 2 on S3 (not from scratch, not from the torn one), grows, trains stage 1 and
+    exports a model stock transformers loads. No credential shows up anywhere the run wrote or
+    logged."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -280,9 +283,13 @@ def test_growth_run_on_s3_stops_resumes_and_exports(s3_ray, s3, prepared, tiny_c
     from raygrow.grow.state import load_into_model
     from raygrow.train import checkpoint
 
-    stopped = driver.train(growth_plan(tiny_config, s3, "grown", stop_after=2), show_progress=False)
-    assert not stopped["complete"] and stopped["stages"][0]["steps"] == 2
+    stopped = driver.train(growth_plan(tiny_config, s3, "grown", stop_after=4), show_progress=False)
+    assert not stopped["complete"] and stopped["stages"][0]["steps"] == 4
     run = "s3://runs/runs/grown"
+    torn = f"runs/grown/stage-0/{checkpoint.dir_name(4)}"
+    weights = s3.client.get_object(Bucket="runs", Key=f"{torn}/model.safetensors")["Body"].read()
+    s3.client.put_object(Bucket="runs", Key=f"{torn}/model.safetensors", Body=weights[: len(weights) // 2])
+    s3.client.delete_object(Bucket="runs", Key=f"{torn}/optimizer.safetensors")
     assert checkpoint.latest_valid(f"{run}/stage-0") == f"{run}/stage-0/{checkpoint.dir_name(2)}"
     assert json.loads(s3.client.get_object(Bucket="runs", Key="runs/grown/coordinator.json")["Body"].read())[
         "phase"] == "training"
@@ -360,3 +367,31 @@ def test_sweep_on_s3_writes_its_trials_and_best_plan_there(s3_ray, s3, prepared,
                  f"runs/{row.run}.yaml", f"runs/{row.run}.log", f"runs/{row.run}/export/config.json"):
         assert f"sweeps/on-s3/{name}" in keys, name
     assert not list(tmp_path.iterdir())  # nothing local
+
+
+def test_the_lease_works_on_s3_too(s3):
+    from raygrow.errors import RaygrowError
+    from raygrow.lease import Lease
+
+    storage.configure_s3(s3.endpoint)
+    first = Lease("s3://runs/leased", timeout_s=60)
+    first.acquire("leased")
+    try:
+        assert "leased/lease.json" in s3.keys("runs")
+        with pytest.raises(RaygrowError, match="being written by another driver"):
+            Lease("s3://runs/leased", timeout_s=60).acquire("leased")
+    finally:
+        first.release()
+    assert "leased/lease.json" not in s3.keys("runs")
+
+
+def test_a_key_that_leaves_its_directory_is_never_downloaded(s3, tmp_path):
+    from raygrow.errors import DataError
+
+    storage.configure_s3(s3.endpoint)
+    s3.client.put_object(Bucket="runs", Key="escape/ok.txt", Body=b"fine")
+    s3.client.put_object(Bucket="runs", Key="escape/../../outside.txt", Body=b"evil")
+    with pytest.raises(DataError, match="leaves its directory"):
+        with storage.local_copy("s3://runs/escape"):
+            pass
+    assert not (tmp_path.parent / "outside.txt").exists()
