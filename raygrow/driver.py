@@ -70,12 +70,25 @@ def ensure_ray() -> bool:
     if ray.is_initialized():
         return os.environ.get("RAYGROW_AUTOSCALING", "") == "1"
     joining = bool(os.environ.get("RAY_ADDRESS"))
+    verbose = log.isEnabledFor(logging.DEBUG)  # `raygrow -v`
     # An embedded cluster runs no dashboard: on a small machine its processes take CPU from
-    # training (start one with `ray start --head` and set RAY_ADDRESS to have it).
-    ray.init(logging_level=logging.WARNING, log_to_driver=True, include_dashboard=None if joining else False,
+    # training (start one with `ray start --head` and set RAY_ADDRESS to have it). What Ray's,
+    # DeepSpeed's and the workers' processes print stays in the cluster's log files (`ray_logs`
+    # in summary.json) unless -v streams it here: the console shows raygrow's own lines.
+    quiet = logging.DEBUG if verbose else logging.ERROR
+    ray.init(logging_level=quiet, log_to_driver=verbose, include_dashboard=None if joining else False,
              runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::FutureWarning"}})
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING if verbose else logging.ERROR)
     return joining and os.environ.get("RAYGROW_AUTOSCALING", "1") == "1"
+
+
+def ray_logs_dir() -> str | None:
+    """Where this cluster's processes write their logs (for summary.json and `raygrow -v`)."""
+    try:
+        return ray._private.worker._global_node.get_logs_dir_path()
+    except AttributeError:  # a client connection has no local node
+        return None
 
 
 def _watch(coordinator, config: RunConfig, specs: list[StageSpec], show_progress: bool,
@@ -100,9 +113,12 @@ def _watch(coordinator, config: RunConfig, specs: list[StageSpec], show_progress
                                    f"within train.stop_grace_s ({config.train.stop_grace_s:g} s); "
                                    "rerun the same command to continue from its last checkpoint")
             try:
-                progress.show(ray.get(coordinator.status.remote()))
+                status = ray.get(coordinator.status.remote())
             except ray.exceptions.RayActorError:
                 break  # the coordinator died since the wait: `ray.get(future)` below says so
+            for message in status.pop("messages", []):
+                progress.write(f"raygrow: {message}")
+            progress.show(status)
     finally:
         progress.close()
     try:
@@ -132,9 +148,19 @@ class _Progress:
             spec = self.by_name[self.spec]
             self.bar = tqdm(total=spec.end_step, initial=spec.start_step, desc=self.spec, unit="step",
                             mininterval=2.0)
-        if (self.bar.n, self.bar.postfix) != (status["step"], status["phase"]):
-            self.bar.set_postfix_str(status["phase"], refresh=False)
+        postfix = status["phase"]
+        if status.get("loss") is not None:
+            postfix += f", loss {status['loss']:.3f}, {status['tokens_per_s']:,.0f} tokens/s"
+        if (self.bar.n, self.bar.postfix) != (status["step"], postfix):
+            self.bar.set_postfix_str(postfix, refresh=False)
             self.bar.update(status["step"] - self.bar.n)
+
+    def write(self, line: str) -> None:
+        """A line of its own above the bar (or plain, without bars)."""
+        if self.show_bars:
+            tqdm.write(line)
+        else:
+            log.info("%s", line.removeprefix("raygrow: "))
 
     def close(self) -> None:
         if self.bar is not None:
@@ -220,7 +246,9 @@ def train(config: RunConfig, show_progress: bool = True) -> dict:
     outcome = execute(config, specs, inputs, autoscaling, show_progress)
     vocab = config.plan_stages[0].shape.vocab_size(manifest.vocab_size)
     summary = summarise_plan(config, specs, outcome, storage.canonical(config.run_dir), plan.directory,
-                             vocab)
+                             vocab, ray_logs_dir())
+    if outcome.failure:  # summary.json says incomplete; the command says why, in one line
+        raise RaygrowError(outcome.failure)
     return {**summary, "stopped_by": outcome.stopped_by}
 
 

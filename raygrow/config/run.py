@@ -74,6 +74,13 @@ class TrainConfig:
     #                              checkpoint at the next step boundary before it stops them anyway
     lease_timeout_s: float = 120.0  # a run's lease (one writer per run directory) not renewed for
     #                                 this long is stale: another driver may take the run over
+    on_nonfinite: Literal["skip", "rollback", "stop"] = "rollback"  # a step whose loss or gradient
+    #   norm is not finite is never applied; then: skip its rows and go on, roll back to the
+    #   stage's last checkpoint and leave its rows out, or stop the run (incomplete, resumable)
+    max_rollbacks: int = 3  # rollbacks with no checkpoint between them before the run stops
+    spike_zscore: float = 6.0  # a loss this many standard deviations above the recent mean is
+    #                            logged as a `spike` event
+    spike_window: int = 50  # steps the spike detector's mean and deviation are taken over
     deterministic: bool = False  # torch deterministic algorithms, for bit-exact resume; measured
     #                              here about 6x slower inside a DeepSpeed worker on CPU
     stop_after: int | None = None  # end this invocation after this many steps (checkpointed), as a
@@ -103,6 +110,11 @@ class TrainConfig:
         require(self.weight_decay >= 0, "weight_decay", f"must be ≥ 0, got {self.weight_decay}")
         for name in ("beta1", "beta2"):  # AdamW's decay rates: 1 or more never forgets (or grows)
             require(0 <= getattr(self, name) < 1, name, f"must be in [0, 1), got {getattr(self, name)}")
+        require(self.on_nonfinite in ("skip", "rollback", "stop"), "on_nonfinite",
+                f"must be skip, rollback or stop, got {self.on_nonfinite!r}")
+        require(self.max_rollbacks >= 0, "max_rollbacks", f"must be ≥ 0, got {self.max_rollbacks}")
+        require(self.spike_zscore > 0, "spike_zscore", f"must be > 0, got {self.spike_zscore}")
+        require(self.spike_window >= 2, "spike_window", f"must be ≥ 2, got {self.spike_window}")
         for name in ("resource_timeout_s", "stop_grace_s", "lease_timeout_s"):
             require(getattr(self, name) > 0, name, f"must be > 0 seconds, got {getattr(self, name)}")
         require(self.max_failures >= -1, "max_failures", f"must be ≥ -1 (-1 = forever), got {self.max_failures}")

@@ -23,7 +23,7 @@ from raygrow.export import export_checkpoint
 from raygrow.train import checkpoint
 from raygrow.train.launch import fit_stage
 from raygrow.train.metrics import MetricsSink
-from raygrow.train.records import StepRecord
+from raygrow.train.records import StepRecord, events, steps
 from raygrow.train.resources import check_schedulable
 from raygrow.train.stage_run import StageRun
 
@@ -39,6 +39,7 @@ class RunOutcome:
     growths: dict[str, GrowthRecord]  # by grown spec
     wall_s: float  # coordinator time over every invocation
     stopped_by: str | None = None  # SIGTERM / SIGINT: the driver stopped the run (it resumes)
+    failure: str | None = None  # why the run stopped before its end, when it did not just pause
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)
@@ -66,9 +67,18 @@ class Coordinator:
         self.current = {"spec": self.state.current, "phase": self.state.phase, "step": 0}
         self.stopping = False
         self.sink = None  # the MetricsSink of the stage in training
+        self.failure: str | None = None
+        self.messages: list[str] = []  # progress lines the driver has not shown yet
 
     def status(self) -> dict:
-        return dict(self.current)
+        """Where the run is (spec, phase, step, last loss and speed) and the coordinator's new
+        progress messages, for the driver's console."""
+        messages, self.messages = self.messages, []
+        return {**self.current, "messages": messages}
+
+    def _say(self, message: str) -> None:
+        log.info("%s", message)
+        self.messages.append(message)
 
     def run(self) -> RunOutcome:
         """Advance the state machine until every spec is done, or one stops early."""
@@ -85,7 +95,7 @@ class Coordinator:
             self._advance("done")
         self.state.wall_s += time.monotonic() - started
         self.state.save(self.run_dir)
-        return RunOutcome(complete=complete,
+        return RunOutcome(complete=complete, failure=self.failure,
                           done=[s.name for s in self.specs if self._done(s.name)],
                           growths={name: entry.growth for name, entry in self.state.specs.items()
                                    if entry.growth is not None},
@@ -132,6 +142,8 @@ class Coordinator:
         source = self._final_checkpoint(init.spec)
         out = self._init_dir(spec)
         if init.kind == "grow":
+            self._say(f"{spec.name}: growing {init.spec}'s final checkpoint "
+                      f"({init.growth.depth_op or '-'} depth, {init.growth.width_op or '-'} width)")
             self.state.specs[spec.name].growth = _run_task(
                 f"growing {spec.name}", grow_checkpoint, source, self.fault, self.s3, source,
                 self.by_name[init.spec].model, spec.model, init.growth, init.seed, out,
@@ -148,6 +160,9 @@ class Coordinator:
                        grown=spec.init.kind == "grow", fingerprint=spec.fingerprint(),
                        masks=growth.masks if growth else None,
                        ramp_steps=growth.ramp_steps if growth else 0)
+        self.current.pop("loss", None)
+        self._say(f"{spec.name}: training steps {spec.start_step}–{spec.end_step} on {spec.workers} "
+                  f"worker(s), ZeRO-{spec.config.train.zero_stage}")
         self.sink = MetricsSink.remote()
         if self.stopping:  # asked to stop while the stage was starting
             self.sink.request_stop.remote()
@@ -155,8 +170,16 @@ class Coordinator:
             records = fit_stage(run, on_record=self._on_record, sink=self.sink)
         finally:
             self.sink = None
-        steps = [r.step for r in records if isinstance(r, StepRecord)]
-        return bool(steps) and max(steps) >= spec.end_step
+        stopped = [r for r in events(records, "nonfinite") if (r.detail or {}).get("action") == "stopped"]
+        if stopped and stopped[-1].step >= max((r.step for r in steps(records)), default=0):
+            detail = stopped[-1].detail
+            self.failure = (f"{spec.name}: a non-finite loss or gradient at step {stopped[-1].step} (loss "
+                            f"{detail['loss']}, gradient norm {detail['grad_norm']}) and {detail['reason']}: "
+                            "the run stops incomplete; check the learning rate and the data, then rerun "
+                            "(it resumes from the stage's last checkpoint)")
+            return False
+        trained = [r.step for r in steps(records)]
+        return bool(trained) and max(trained) >= spec.end_step
 
     def request_stop(self) -> None:
         """Stop at the next step boundary with a checkpoint (the driver got SIGTERM or Ctrl-C);
@@ -168,8 +191,15 @@ class Coordinator:
     def _on_record(self, record) -> None:
         if isinstance(record, StepRecord):
             self.current["step"] = record.step
+            if record.loss is not None:
+                self.current.update(loss=record.loss, tokens_per_s=record.tokens_per_s)
+        elif record.event in ("resume", "nonfinite", "spike", "stop"):
+            self._say(f"{self.current['spec']}: {record.event} at step {record.step}"
+                      + (f" ({record.checkpoint})" if record.checkpoint else "")
+                      + (f": {record.detail}" if record.detail else ""))
 
     def _export(self, spec: StageSpec) -> None:
+        self._say(f"{spec.name}: exporting to {', '.join(spec.exports)}")
         final = self._final_checkpoint(spec.name)
         outs = [storage.join(self.run_dir, *path.split("/")) for path in spec.exports]
         _run_task(f"exporting {spec.name}", export_checkpoint, final, self.fault, self.s3, final,

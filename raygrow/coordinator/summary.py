@@ -64,7 +64,7 @@ def transition_summary(spec: StageSpec, outcome: RunOutcome, before: list[Record
 
 
 def summarise_plan(config: RunConfig, specs: list[StageSpec], outcome: RunOutcome, run_dir: str,
-                   dataset: str, vocab: int) -> dict:
+                   dataset: str, vocab: int, ray_logs: str | None = None) -> dict:
     """Write summary.json, the run's metrics.jsonl (every stage's records, tagged) and report.png."""
     records = [spec_records(run_dir, spec) for spec in specs]
     summaries, start = [], None
@@ -78,7 +78,8 @@ def summarise_plan(config: RunConfig, specs: list[StageSpec], outcome: RunOutcom
     summary = {"name": config.name, "complete": outcome.complete, "stages": summaries,
                "transitions": transitions,
                "total_tokens": start.tokens if start else 0, "total_flops": start.flops if start else 0.0,
-               "wall_s": outcome.wall_s, "dataset": dataset, "config": config.to_dict()}
+               "wall_s": outcome.wall_s, "dataset": dataset, "ray_logs": ray_logs,
+               "config": config.to_dict()}
     write_json(storage.join(run_dir, "summary.json"), summary)
     merged = [dataclasses.replace(record, stage=index)
               for index, stage_records in enumerate(records) for record in stage_records]

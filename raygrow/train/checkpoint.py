@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from raygrow import storage
@@ -51,6 +52,10 @@ def fault_point(point: str) -> None:
 def save(directory: str | Path, state: TrainState, meta: dict[str, Any]) -> None:
     """Write `state` and `meta` (counters: step, rows_consumed, …) into `directory`; the completion
     marker goes last. The optimizer step count is kept in meta as `optimizer_step`."""
+    bad = nonfinite(state)
+    if bad:
+        raise CheckpointError(f"refusing to checkpoint step {meta.get('step')}: {bad} holds non-finite "
+                              "values (the previous checkpoint stays the newest)")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({name: t.contiguous() for name, t in state.params.items()}, directory / "model.safetensors")
@@ -100,7 +105,19 @@ def load(directory: str | Path, moments: bool = True) -> tuple[TrainState, dict[
     for key in MOMENTS:
         prefix = f"{key}/"
         getattr(state, key).update({n[len(prefix):]: t for n, t in saved.items() if n.startswith(prefix)})
+    bad = nonfinite(state)
+    if bad:  # never resumed from, grown or exported (DESIGN.md invariant 8)
+        raise CheckpointError(f"{directory}: {bad} holds non-finite values")
     return state, meta
+
+
+def nonfinite(state: TrainState) -> str | None:
+    """The name of the first tensor of `state` with a NaN or an infinity, else None."""
+    for table_name in ("params", *MOMENTS):
+        for name, tensor in getattr(state, table_name).items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                return name if table_name == "params" else f"{table_name}/{name}"
+    return None
 
 
 def step_of(directory: str | Path) -> int:

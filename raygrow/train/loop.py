@@ -9,11 +9,14 @@ every checkpoint, so a resumed or resized run continues exactly where the checkp
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
+import math
 import os
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import ray
@@ -24,7 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from raygrow import storage
-from raygrow.config import RunConfig
+from raygrow.config import RunConfig, TrainConfig
 from raygrow.resume import check_spec
 from raygrow.data import Manifest, PackedRows
 from raygrow.grow import TrainState, apply_masks, fold, mask_value, set_mask_value
@@ -46,10 +49,12 @@ class Progress:
     rows_consumed: int = 0  # next global stream position
     tokens: int = 0  # training tokens seen (inputs, excluding the shifted label token)
     flops: float = 0.0  # cumulative training FLOPs
+    skipped: list[int] = dataclasses.field(default_factory=list)  # stream positions of batches
+    #   left out after a non-finite step was rolled back (the rows of [p, p + batch) are never trained)
 
     @classmethod
     def from_meta(cls, meta: dict) -> Progress:
-        return cls(**{name: meta[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: meta[name] for name in cls.__dataclass_fields__ if name in meta})
 
 
 class Worker:
@@ -76,6 +81,7 @@ class Worker:
         resumed_from, state, meta = self._start_state()
         self.progress = Progress.from_meta(meta) if meta else Progress()
         self.masks = run.masks if self.progress.step <= run.ramp_steps else None
+        self._eos_id = manifest.eos_id
         self.engine = self._engine(state, manifest.eos_id)
         self.device_name, self.peak = device_peak()
         self.resumed = resumed_from is not None
@@ -146,35 +152,74 @@ class Worker:
         return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
 
     def train_step(self) -> dict:
+        """One optimizer step on the next batch of the stream. A step whose gradient norm is not
+        finite applies nothing: DeepSpeed's ZeRO optimizers skip such a step themselves (and
+        report an infinite norm); at ZeRO stage 0 the gradients are dropped before it."""
         config = self.config
         lr = self.lr()
         set_lr(self.engine, lr)
         self.update_masks()
+        while self.progress.rows_consumed in self.progress.skipped:  # left out after a rollback
+            self.progress.rows_consumed += config.batch_rows
+        start = self.progress.rows_consumed
         waited = time.perf_counter()
-        row_ids, tokens = self._rank_slice(self.progress.rows_consumed, config.batch_rows)
+        row_ids, tokens = self._rank_slice(start, config.batch_rows)
         waited = time.perf_counter() - waited
+        poisoned = os.environ.get("RAYGROW_FAULT") == f"poison_rows:{start}"  # test hook
         losses = []
         for micro in tokens.split(config.train.micro_batch):
-            loss = self._loss(micro)
+            loss = self._loss(micro) * (float("nan") if poisoned else 1.0)
             self.engine.backward(loss)
             if self.engine.is_gradient_accumulation_boundary() and config.train.zero_stage == 0:
                 grad_norm = _grad_norm(self.engine.module)
+                if not math.isfinite(grad_norm):
+                    self.engine.module.zero_grad(set_to_none=True)  # AdamW leaves grad-less params be
             self.engine.step()
             losses.append(loss.item())
         if config.train.zero_stage > 0 or self.engine.bfloat16_enabled():
             grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
-        if config.train.log_rows:
-            self._log_rows(row_ids)
         step_tokens = config.batch_rows * config.data.seq_len
         self.progress.step += 1
         self.progress.rows_consumed += config.batch_rows
         self.progress.tokens += step_tokens
         self.progress.flops += float(self.flops_per_token * step_tokens)
-        return {"loss": sum(losses) / len(losses), "lr": lr, "grad_norm": grad_norm, "data_wait_s": waited}
+        loss = sum(losses) / len(losses)
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "data_wait_s": waited, "start": start,
+                "row_ids": row_ids, "finite": math.isfinite(loss) and math.isfinite(grad_norm)}
 
-    def _log_rows(self, row_ids: torch.Tensor) -> None:
-        # Numbered like the metrics: the step these rows complete.
-        line = json.dumps({"step": self.progress.step + 1, "rows": row_ids.tolist()}) + "\n"
+    def agree(self, finite: bool) -> tuple[bool, bool]:
+        """(stop requested, some rank's step was not finite): one all-reduce for both, so every
+        rank takes the same branch (a checkpoint and a rollback are collectives)."""
+        asked = False
+        if self.rank == 0 and self.run.sink is not None:
+            if self._stop_probe is None:  # asked without waiting: the answer is picked up later
+                self._stop_probe = self.run.sink.stop_requested.remote()
+            ready, _ = ray.wait([self._stop_probe], timeout=0)
+            if ready:
+                asked = ray.get(ready[0])
+                self._stop_probe = None
+        flags = torch.tensor([1.0 if asked else 0.0, 0.0 if finite else 1.0])
+        _all_reduce(flags)
+        return bool(flags[0].item()), bool(flags[1].item())
+
+    def roll_back(self, bad_start: int) -> str:
+        """Back to this stage's newest checkpoint (else its init, else fresh weights), leaving the
+        batch at stream position `bad_start` out from now on; returns where it rolled back to.
+        The engine is rebuilt from that state, as a restarted worker would build it."""
+        skipped = sorted(set(self.progress.skipped) | {bad_start})
+        resumed_from, state, meta = self._start_state()
+        self.progress = Progress.from_meta(meta) if meta else Progress()
+        self.progress.skipped = sorted(set(self.progress.skipped) | set(skipped))
+        self.masks = self.run.masks if self.progress.step <= self.run.ramp_steps else None
+        del self.engine
+        gc.collect()
+        self.engine = self._engine(state, self._eos_id)
+        self._roll_back_row_log()
+        return storage.base_name(resumed_from or self.run.init_from or "fresh weights")
+
+    def log_rows(self, row_ids: torch.Tensor) -> None:
+        # Numbered like the metrics: the step these rows completed (just done).
+        line = json.dumps({"step": self.progress.step, "rows": row_ids.tolist()}) + "\n"
         storage.append_bytes(storage.join(self.run.run_dir, "rows", f"rank-{self.rank}.jsonl"), line.encode())
 
     def _roll_back_row_log(self) -> None:
@@ -192,18 +237,25 @@ class Worker:
 
     @torch.no_grad()
     def validate(self) -> float:
-        """Mean loss over the first `val_rows` validation rows, split across ranks."""
+        """Mean loss over the first `val_rows` validation rows, split across ranks.
+
+        Every rank runs the same number of forward passes: under ZeRO-3 each forward gathers the
+        parameters from all ranks, so a rank with one micro-batch fewer (33 rows on 2 ranks, or
+        1 row: one rank has none) would leave the others waiting. A rank whose share runs out
+        early forwards a row of the split again and leaves it out of the mean."""
         total = min(self.config.train.val_rows, self.val_rows.num_rows)
-        per_rank = -(-total // self.world)
-        start = min(self.rank * per_rank, total)
-        count = min(per_rank, total - start)
+        start, count, forwards = validation_share(total, self.world, self.rank,
+                                                  self.config.train.micro_batch)
+        _, tokens = self.val_rows.take(start, count) if count else self.val_rows.take(0, 1)
+        micro_batches = torch.from_numpy(tokens).long().split(self.config.train.micro_batch)
         loss_sum = torch.zeros(2, dtype=torch.float64)
-        if count > 0:
-            _, tokens = self.val_rows.take(start, count)
-            for micro in torch.from_numpy(tokens).long().split(self.config.train.micro_batch):
-                loss_sum[0] += self._loss(micro).item() * len(micro)
+        for index in range(forwards):
+            real = index < len(micro_batches) and count > 0
+            micro = micro_batches[index] if real else micro_batches[0][:1]
+            loss = self._loss(micro).item()
+            if real:
+                loss_sum[0] += loss * len(micro)
                 loss_sum[1] += len(micro)
-        # Every rank takes part in each forward under ZeRO-3, so all ranks must run the same count.
         _all_reduce(loss_sum)
         return float(loss_sum[0] / loss_sum[1])
 
@@ -235,22 +287,14 @@ class Worker:
         if self.rank == 0 and self.run.sink is not None:
             self.run.sink.push.remote(record)
 
-    def stop_requested(self) -> bool:
-        """Whether the driver asked the stage to stop (all ranks agree: rank 0 asks the sink
-        without waiting on it, and a one-element all-reduce shares the answer)."""
-        if self.run.sink is None:
-            return False
-        asked = False
-        if self.rank == 0:
-            if self._stop_probe is None:
-                self._stop_probe = self.run.sink.stop_requested.remote()
-            ready, _ = ray.wait([self._stop_probe], timeout=0)
-            if ready:
-                asked = ray.get(ready[0])
-                self._stop_probe = None
-        flag = torch.tensor([1.0 if asked else 0.0])
-        _all_reduce(flag)
-        return bool(flag.item())
+
+def validation_share(total: int, world: int, rank: int, micro_batch: int) -> tuple[int, int, int]:
+    """(first row, rows, forward passes) of `rank`'s share of `total` validation rows: equal
+    shares (the last ones shorter or empty), the same number of passes on every rank."""
+    per_rank = -(-total // world)
+    start = min(rank * per_rank, total)
+    count = min(per_rank, total - start)
+    return start, count, -(-per_rank // micro_batch)
 
 
 def _all_reduce(tensor: torch.Tensor) -> None:
@@ -284,7 +328,7 @@ def train_fn(loop_config: dict) -> None:
     worker = Worker(loop_config["run"])
     config = worker.config
     stop_at = min(config.total_steps, config.train.stop_after or config.total_steps)
-    window = Window()
+    window, guard = Window(), Guard(config.train)
     if not worker.resumed:  # where the stage's counters start: its cost is measured from here
         worker.emit(EventRecord(event="start", step=worker.progress.step,
                                 tokens=worker.progress.tokens, flops=worker.progress.flops))
@@ -294,8 +338,16 @@ def train_fn(loop_config: dict) -> None:
     while worker.progress.step < stop_at:
         started = time.perf_counter()
         result = worker.train_step()
+        stopping, nonfinite = worker.agree(result["finite"])
+        if nonfinite:
+            if not guard.handle(worker, result):
+                return  # on_nonfinite: stop (or too many rollbacks): the coordinator reports it
+            continue
+        if config.train.log_rows:
+            worker.log_rows(result["row_ids"])
         window.add(result, time.perf_counter() - started)
         step, last = worker.progress.step, worker.progress.step == stop_at
+        stopping = stopping and not last
         record = StepRecord(step=step, lr=result["lr"], grad_norm=result["grad_norm"],
                             tokens=worker.progress.tokens, flops=worker.progress.flops)
         if step % config.train.log_every == 0 or last:
@@ -303,14 +355,61 @@ def train_fn(loop_config: dict) -> None:
             window = Window()
         if step % config.train.val_every == 0 or last:
             record.val_loss = worker.validate()
+        guard.watch_spikes(worker, result["loss"])
         worker.emit(record)
-        stopping = not last and worker.stop_requested()
         if step % config.checkpoint.every_steps == 0 or last or stopping:
             worker.save_checkpoint(record)
+            guard.rollbacks = 0  # a checkpoint after the last rollback: training goes on normally
         _kill_rank_fault(worker)
         if stopping:
             worker.emit(EventRecord(event="stop", step=step, detail={"reason": "stop requested"}))
             return
+
+
+class Guard:
+    """What a step with a non-finite loss or gradient norm leads to (`train.on_nonfinite`), and
+    loss spikes (a z-score over a window of recent losses), logged as events."""
+
+    def __init__(self, train: TrainConfig):
+        self.policy = train.on_nonfinite
+        self.max_rollbacks = train.max_rollbacks
+        self.rollbacks = 0  # since the last checkpoint
+        self.zscore, self.losses = train.spike_zscore, deque(maxlen=train.spike_window)
+
+    def handle(self, worker: Worker, result: dict) -> bool:
+        """Deal with a non-finite step (its update was not applied); False: end the stage."""
+        start, step = result["start"], worker.progress.step
+        detail = {"loss": _finite_or_text(result["loss"]), "grad_norm": _finite_or_text(result["grad_norm"]),
+                  "rows": [start, start + worker.config.batch_rows], "policy": self.policy}
+        if self.policy == "skip":
+            worker.emit(EventRecord(event="nonfinite", step=step, detail={**detail, "action": "skipped"}))
+            return True
+        if self.policy == "rollback" and self.rollbacks < self.max_rollbacks:
+            self.rollbacks += 1
+            to = worker.roll_back(start)
+            worker.emit(EventRecord(event="nonfinite", step=step,
+                                    detail={**detail, "action": f"rolled back to {to}"}))
+            return True
+        reason = ("train.on_nonfinite is stop" if self.policy == "stop" else
+                  f"{self.rollbacks} rollbacks without a checkpoint since (train.max_rollbacks)")
+        worker.emit(EventRecord(event="nonfinite", step=step, detail={**detail, "action": "stopped",
+                                                                      "reason": reason}))
+        return False
+
+    def watch_spikes(self, worker: Worker, loss: float) -> None:
+        if len(self.losses) >= max(8, self.losses.maxlen // 2):
+            mean = sum(self.losses) / len(self.losses)
+            spread = (sum((x - mean) ** 2 for x in self.losses) / len(self.losses)) ** 0.5
+            z = (loss - mean) / spread if spread > 0 else 0.0
+            if z > self.zscore:
+                worker.emit(EventRecord(event="spike", step=worker.progress.step,
+                                        detail={"loss": loss, "mean": mean, "std": spread, "z": z}))
+        self.losses.append(loss)
+
+
+def _finite_or_text(value: float) -> float | str:
+    """JSON has no NaN or infinity: such values go into a record as text."""
+    return value if math.isfinite(value) else str(value)
 
 
 def _kill_rank_fault(worker: Worker) -> None:
