@@ -191,7 +191,11 @@ def glob(pattern: str) -> list[str]:
 
 
 def read_bytes(path: str | Path) -> bytes:
+    """The whole file; on S3 in one GET, so an object replaced while it is read (a metrics log
+    another process rewrites) is read as one version or the other, never refused half-way."""
     filesystem, inner = resolve(path)
+    if is_remote(path):
+        return _s3fs(_settings.endpoint, _settings.region).cat_file(inner)
     with filesystem.open_input_stream(inner) as stream:
         return stream.read()
 

@@ -347,7 +347,7 @@ def test_versions_plan_on_s3_releases_each_version(s3_ray, s3, prepared, tiny_co
         assert f"runs/versions/release/{version}/export/config.json" in keys
     assert all(0 < v["release_val_loss"] < 10 for v in summary["versions"])
     assert "runs/versions/coordinator.json" in keys and "runs/versions/summary.json" in keys
-    assert any(key.startswith("runs/datasets/versions/") for key in keys)  # the version corpora
+    assert any(key.startswith("datasets/versions/") for key in keys)  # the version corpora
 
 
 @pytest.mark.ray

@@ -111,7 +111,6 @@ REFUSALS = {
     "no budget": ({"flop_budget": 0}, "flop_budget: must be > 0"),
     "unknown key": ({"asha": {"grace_period": 3}}, "asha.grace_period: unknown key"),
     "grace past the budget": ({"asha": {"grace": 2 * BUDGET}}, "asha.grace: the first rung"),
-    "object store": ({"storage": "s3://bucket/sweeps"}, "storage: must be a filesystem path"),
     "bad base plan": ({"plan": {**hand_base().to_dict(), "train": {"zero_stage": 5}}},
                       "plan.train.zero_stage: must be 0..3, got 5"),
     "missing plan file": ({"plan": "nowhere.yaml"}, "plan: config file"),

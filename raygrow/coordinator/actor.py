@@ -178,8 +178,12 @@ class Coordinator:
                             "the run stops incomplete; check the learning rate and the data, then rerun "
                             "(it resumes from the stage's last checkpoint)")
             return False
-        trained = [r.step for r in steps(records)]
-        return bool(trained) and max(trained) >= spec.end_step
+        last = max((r.step for r in steps(records)), default=spec.start_step)
+        stop_after = spec.config.train.stop_after
+        if stop_after is not None and last >= stop_after:
+            self._say(f"{spec.name}: stopped after step {last} (train.stop_after); a rerun continues")
+            return False  # the invocation ends here, even on the stage's last step
+        return last >= spec.end_step
 
     def request_stop(self) -> None:
         """Stop at the next step boundary with a checkpoint (the driver got SIGTERM or Ctrl-C);

@@ -173,6 +173,7 @@ def _tuner(config: SweepConfig, sweep_dir: str, trials: list[Trial], payload: di
            concurrency: int, show_progress: bool) -> tune.Tuner:
     trainable = tune.with_resources(tune.with_parameters(run_trial, runs=payload), TRIAL_RESOURCES)
     path, filesystem = storage.ray_storage(sweep_dir)
+    parent, _ = storage.ray_storage(storage.parent(sweep_dir))
     if tune.Tuner.can_restore(path, storage_filesystem=filesystem):
         log.info("continuing sweep %s from %s", config.name, sweep_dir)
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True,
@@ -187,7 +188,7 @@ def _tuner(config: SweepConfig, sweep_dir: str, trials: list[Trial], payload: di
         tune_config=tune.TuneConfig(metric="val_loss", mode="min", scheduler=scheduler,
                                     max_concurrent_trials=concurrency,
                                     trial_name_creator=names, trial_dirname_creator=names),
-        run_config=tune.RunConfig(name=config.name, storage_path=storage.parent(path), storage_filesystem=filesystem,
+        run_config=tune.RunConfig(name=config.name, storage_path=parent, storage_filesystem=filesystem,
                                   callbacks=[SweepCallback()], verbose=1 if show_progress else 0,
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
