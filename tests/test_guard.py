@@ -50,7 +50,7 @@ def test_a_poisoned_batch_is_rolled_back_and_every_other_row_trained_once(ray_lo
     assert len(rows) == len(set(rows)) == 6 * BATCH_ROWS  # six full steps, no row twice
     from raygrow.data import PackedRows
 
-    stream = PackedRows(summary["dataset"], "train", config.data.shuffle_seed)
+    stream = PackedRows(summary["dataset"], "train", config.data.shuffle_seed, config.data.shuffle_window)
     poison = set(stream.take(4 * BATCH_ROWS, BATCH_ROWS)[0].tolist())
     expected = set(stream.take(0, 4 * BATCH_ROWS)[0].tolist()) | set(stream.take(5 * BATCH_ROWS, 2 * BATCH_ROWS)[0].tolist())
     assert set(rows) == expected and not poison & set(rows)  # the poisoned batch never trained

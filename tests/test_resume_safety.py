@@ -59,6 +59,7 @@ def recorded_run(tmp_path: Path, overrides: list[str] = ()) -> Path:
 DRIFT = {  # override on the rerun: the field the refusal must name
     "max_documents": ("data.max_documents=250", "data.max_documents"),
     "shuffle seed": ("data.shuffle_seed=7", "data.shuffle_seed"),
+    "shuffle window": ("data.shuffle_window=2", "data.shuffle_window"),
     "batch": ("train.batch_tokens=4096", "train.batch_tokens"),
     "stages": ("stages.1.tokens=1310720", "stages[1].tokens"),
     "seq_len": ("data.seq_len=64", "data.seq_len"),

@@ -31,7 +31,9 @@ class DataConfig:
     max_documents: int | None = None  # use only the first N documents (sorted by path): small runs
     cache_dir: str | None = None  # packed shards live here; None = <storage>/datasets
     rows_per_shard: int = 4096  # packed rows per parquet shard
-    shuffle_seed: int = 0  # row order is a seeded permutation per epoch
+    shuffle_seed: int = 0  # row order: a seeded streaming order per epoch
+    shuffle_window: int = 8  # shards whose rows are shuffled together (locality and memory: a
+    # worker holds at most two windows of shards; a window ≥ the shard count shuffles whole epochs)
 
     def __post_init__(self) -> None:
         require(bool(self.source), "source", "must name 'stdlib', a file, a directory or a glob")
@@ -41,6 +43,7 @@ class DataConfig:
         require(self.max_documents is None or self.max_documents >= 1, "max_documents",
                  f"must be ≥ 1, got {self.max_documents}")
         require(self.rows_per_shard >= 1, "rows_per_shard", f"must be ≥ 1, got {self.rows_per_shard}")
+        require(self.shuffle_window >= 1, "shuffle_window", f"must be ≥ 1 shard, got {self.shuffle_window}")
 
 
 @dataclass

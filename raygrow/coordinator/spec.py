@@ -77,6 +77,7 @@ class StageSpec:
         return json_safe({
             "dataset": storage.base_name(self.dataset),
             "shuffle_seed": self.config.data.shuffle_seed,
+            "shuffle_window": self.config.data.shuffle_window,
             "batch_tokens": train.batch_tokens,
             "model": dataclasses.asdict(self.model),
             "steps": [self.start_step, self.end_step],

@@ -2,7 +2,7 @@
 
     check_sources(config.data)      # cheap, no Ray: fail early with one line
     manifest = prepare(config)      # packed parquet shards + manifest.json (reused when present)
-    rows = PackedRows(dataset_dir(config), "train", shuffle_seed=config.data.shuffle_seed)
+    rows = PackedRows(dataset_dir(config), "train", config.data.shuffle_seed, config.data.shuffle_window)
     row_ids, tokens = rows.take(position, count)   # int32 [count, seq_len + 1]
 """
 

@@ -2,11 +2,15 @@
 
 A shard is a parquet file with one column `tokens`: fixed-size lists of seq_len + 1 int32 ids.
 Training reads rows by *global stream position*: position p lies in epoch p // num_rows, and
-within an epoch rows come in a seeded permutation. A checkpoint stores only the next position, so
-resuming, resizing or growing the model never re-reads or skips a row (DESIGN invariant 1).
+within an epoch rows come in a seeded streaming order (shards in a seeded order, a window of
+shards at a time, rows shuffled inside the window). A checkpoint stores only the next position,
+so resuming, resizing or growing the model never re-reads or skips a row (DESIGN invariant 1).
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -92,39 +96,69 @@ def _splitmix64(values: np.ndarray) -> np.ndarray:
     return values ^ (values >> np.uint64(31))
 
 
-def epoch_permutation(num_rows: int, seed: int, epoch: int) -> np.ndarray:
-    """Row order of one epoch: rows sorted by a keyed hash of their index.
+def _key(seed: int, epoch: int, salt: int = 0) -> int:
+    return (seed * 0x9E3779B97F4A7C15 + epoch * 0xD1B54A32D192ED03 + salt * 0x94D049BB133111EB + 1) & _MASK64
+
+
+def keyed_permutation(count: int, key: int) -> np.ndarray:
+    """0..count-1 sorted by a keyed hash of the index.
 
     Written out (not numpy's Generator) so the order is the same on every numpy version: a run
     resumed after an upgrade must not reshuffle the epoch it is in the middle of.
     """
-    key = (seed * 0x9E3779B97F4A7C15 + epoch * 0xD1B54A32D192ED03 + 1) & _MASK64
-    hashed = _splitmix64(np.arange(num_rows, dtype=np.uint64) ^ np.uint64(key))
+    hashed = _splitmix64(np.arange(count, dtype=np.uint64) ^ np.uint64(key))
     return np.argsort(hashed, kind="stable").astype(np.int64)
 
 
-class PackedRows:
-    """Exact, resumable access to one split of a prepared dataset.
+def epoch_permutation(num_rows: int, seed: int, epoch: int) -> np.ndarray:
+    """A whole-epoch permutation of `num_rows` (the shuffle inside one window uses the same hash)."""
+    return keyed_permutation(num_rows, _key(seed, epoch))
 
-    Shards are read lazily on first use and kept in memory; every process reads on its own, so
-    any number of workers can share one directory.
+
+@dataclass(frozen=True)
+class EpochLayout:
+    """One epoch of the streaming order: the shards in a seeded order, cut into windows of
+    `window` consecutive shards; window k's rows fill positions window_starts[k] onwards."""
+
+    shards: np.ndarray  # shard indices in this epoch's order
+    window: int
+    window_starts: np.ndarray  # first position of each window, plus the epoch's end
+
+    def window_shards(self, k: int) -> np.ndarray:
+        return self.shards[k * self.window:(k + 1) * self.window]
+
+
+class PackedRows:
+    """Exact, resumable access to one split of a prepared dataset, read as a stream.
+
+    The order of an epoch (seed, epoch) reads sequentially: the shards in a seeded order, taken
+    `window` at a time, the rows of one window in a seeded permutation. A position (the next
+    global row) therefore maps to a row without reading anything before it, and consecutive
+    positions touch at most `window` shards. Shards are read on first use and held in a cache of
+    two windows (a take may straddle a window or an epoch boundary), so a worker's memory for
+    data is bounded by the window, not by the corpus. `shuffle_seed=None` is file order.
     """
 
-    _CACHED_EPOCHS = 2  # a take may straddle one epoch boundary
-
-    def __init__(self, directory: str, split: str = "train", shuffle_seed: int | None = 0) -> None:
+    def __init__(self, directory: str, split: str = "train", shuffle_seed: int | None = 0,
+                 window: int = 8) -> None:
+        if window < 1:
+            raise ValueError(f"window must be ≥ 1 shard, got {window}")
         manifest = Manifest.load(directory)
         self.directory = directory
         self.split = split
         self.shuffle_seed = shuffle_seed
+        self.window = window
         self.seq_len = manifest.seq_len
         self._shards, self._shard_rows = manifest.shards(split)
         self._shard_starts = np.concatenate([[0], np.cumsum(self._shard_rows)]).astype(np.int64)
         self.num_rows = int(self._shard_starts[-1])
         if self.num_rows == 0:
             raise DataError(f"{directory} has no {split} rows; prepare the data again with more text")
-        self._loaded: dict[int, np.ndarray] = {}
-        self._orders: dict[int, np.ndarray] = {}
+        self.cache_shards = 2 * window
+        self._loaded: OrderedDict[int, np.ndarray] = OrderedDict()  # least recently used first
+        self._layouts: dict[int, EpochLayout] = {}
+        self._permutations: dict[tuple[int, int], np.ndarray] = {}
+        self.shard_reads = 0  # shard files read so far (a cache miss each)
 
     def take(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """The rows at stream positions start .. start+count-1.
@@ -134,33 +168,73 @@ class PackedRows:
         """
         if start < 0 or count < 0:
             raise ValueError(f"start and count must be ≥ 0, got start={start}, count={count}")
+        return self._take_ids(self.row_ids(start, count))
+
+    def row_ids(self, start: int, count: int) -> np.ndarray:
+        """The row ids at stream positions start .. start+count-1 (reads no shard)."""
         positions = np.arange(start, start + count, dtype=np.int64)
         epochs, offsets = np.divmod(positions, self.num_rows)
         row_ids = np.empty(count, dtype=np.int64)
         for epoch in np.unique(epochs):
             in_epoch = epochs == epoch
-            row_ids[in_epoch] = self._order(int(epoch))[offsets[in_epoch]]
-        return row_ids, self._rows(row_ids)
+            row_ids[in_epoch] = self._epoch_rows(int(epoch), offsets[in_epoch])
+        return row_ids
 
-    def _order(self, epoch: int) -> np.ndarray:
-        if self.shuffle_seed is None:
-            return np.arange(self.num_rows, dtype=np.int64)
-        if epoch not in self._orders:
-            if len(self._orders) >= self._CACHED_EPOCHS:
-                self._orders.pop(min(self._orders))
-            self._orders[epoch] = epoch_permutation(self.num_rows, self.shuffle_seed, epoch)
-        return self._orders[epoch]
-
-    def _rows(self, row_ids: np.ndarray) -> np.ndarray:
+    def _take_ids(self, row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tokens = np.empty((len(row_ids), self.seq_len + 1), dtype=np.int32)
         shard_of = np.searchsorted(self._shard_starts, row_ids, side="right") - 1
-        for shard in np.unique(shard_of):
+        for shard in dict.fromkeys(shard_of.tolist()):  # in order of first use
             in_shard = shard_of == shard
-            tokens[in_shard] = self._shard(int(shard))[row_ids[in_shard] - self._shard_starts[shard]]
-        return tokens
+            tokens[in_shard] = self._shard(shard)[row_ids[in_shard] - self._shard_starts[shard]]
+        return row_ids, tokens
+
+    def _epoch_rows(self, epoch: int, offsets: np.ndarray) -> np.ndarray:
+        if self.shuffle_seed is None:
+            return offsets.copy()
+        layout = self._layout(epoch)
+        windows = np.searchsorted(layout.window_starts, offsets, side="right") - 1
+        rows = np.empty(len(offsets), dtype=np.int64)
+        for k in np.unique(windows):
+            here = windows == k
+            shards = layout.window_shards(int(k))
+            sizes = np.asarray(self._shard_rows, dtype=np.int64)[shards]
+            local = self._permutation(epoch, int(k), int(sizes.sum()))[offsets[here] - layout.window_starts[k]]
+            starts = np.concatenate([[0], np.cumsum(sizes)])
+            which = np.searchsorted(starts, local, side="right") - 1
+            rows[here] = self._shard_starts[shards[which]] + local - starts[which]
+        return rows
+
+    def _layout(self, epoch: int) -> EpochLayout:
+        if epoch not in self._layouts:
+            if len(self._layouts) >= 2:  # a take may straddle one epoch boundary
+                self._layouts.pop(min(self._layouts))
+            shards = keyed_permutation(len(self._shard_rows), _key(self.shuffle_seed, epoch, salt=1))
+            sizes = np.asarray(self._shard_rows, dtype=np.int64)[shards]
+            ends = np.cumsum(sizes)[self.window - 1::self.window]
+            if len(sizes) % self.window:
+                ends = np.concatenate([ends, [sizes.sum()]])
+            self._layouts[epoch] = EpochLayout(shards, self.window, np.concatenate([[0], ends]))
+        return self._layouts[epoch]
+
+    def _permutation(self, epoch: int, k: int, rows: int) -> np.ndarray:
+        if (epoch, k) not in self._permutations:
+            if len(self._permutations) >= 2:
+                self._permutations.pop(min(self._permutations))
+            self._permutations[(epoch, k)] = keyed_permutation(rows, _key(self.shuffle_seed, epoch, salt=k + 2))
+        return self._permutations[(epoch, k)]
 
     def _shard(self, index: int) -> np.ndarray:
-        if index not in self._loaded:
-            path = f"{self.directory}/{self._shards[index]}"
-            self._loaded[index] = read_shard(path, self._shard_rows[index], self.seq_len + 1)
-        return self._loaded[index]
+        if index in self._loaded:
+            self._loaded.move_to_end(index)
+            return self._loaded[index]
+        path = f"{self.directory}/{self._shards[index]}"
+        rows = read_shard(path, self._shard_rows[index], self.seq_len + 1)
+        self.shard_reads += 1
+        self._loaded[index] = rows
+        while len(self._loaded) > self.cache_shards:
+            self._loaded.popitem(last=False)
+        return rows
+
+    @property
+    def cached_bytes(self) -> int:
+        return sum(rows.nbytes for rows in self._loaded.values())

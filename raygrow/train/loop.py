@@ -75,7 +75,8 @@ class Worker:
         storage.configure_s3(self.config.s3.endpoint_url, self.config.s3.region)
         manifest = Manifest.load(run.dataset_dir)
         self.vocab = self.config.model.vocab_size(manifest.vocab_size)
-        self.train_rows = PackedRows(run.dataset_dir, "train", self.config.data.shuffle_seed)
+        self.train_rows = PackedRows(run.dataset_dir, "train", self.config.data.shuffle_seed,
+                                     self.config.data.shuffle_window)
         self.val_rows = PackedRows(run.dataset_dir, "val", None)
         self.flops_per_token = flops_per_token(self.config.model, self.vocab, self.config.data.seq_len)
         resumed_from, state, meta = self._start_state()

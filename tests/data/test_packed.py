@@ -152,3 +152,97 @@ def test_shard_that_disagrees_with_manifest(tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
         rows.take(0, 1)
     assert "train-00000.parquet" in str(error.value)
+
+
+# ---- the streaming order: a window of shards at a time, bounded memory ---------------------
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 8])
+def test_streaming_order_covers_each_epoch_exactly_once(dataset: Path, window: int) -> None:
+    rows = PackedRows(str(dataset), shuffle_seed=5, window=window)
+    position, seen = 0, []
+    for count in [1, 7, 13, 3, 29, 50, 11, 36]:  # three epochs, chunks straddle windows and epochs
+        row_ids, tokens = rows.take(position, count)
+        check_tokens_match(row_ids, tokens)
+        seen.extend(row_ids.tolist())
+        position += count
+    for epoch in range(3):
+        assert sorted(seen[epoch * 50:(epoch + 1) * 50]) == list(range(50))
+    assert seen[:50] != sorted(seen[:50])  # shuffled
+
+
+def test_a_window_reads_only_its_shards_and_a_fresh_reader_resumes_mid_window(dataset: Path) -> None:
+    rows = PackedRows(str(dataset), shuffle_seed=5, window=2)
+    order = rows.row_ids(0, 50)
+    shard_of = order // 7  # 7 rows per shard, the last shard has 1
+    windows, start = [], 0
+    while start < 50:  # consecutive positions stay inside one window's two shards
+        shards = {int(shard_of[start])}
+        end = start
+        while end < 50 and len(shards | {int(shard_of[end])}) <= 2:
+            shards.add(int(shard_of[end]))
+            end += 1
+        windows.append(shards)
+        start = end
+    assert len(windows) == 4  # 8 shards, 2 per window
+    assert sorted(s for window in windows for s in window) == list(range(8))
+    fresh = PackedRows(str(dataset), shuffle_seed=5, window=2)  # a restart at position 23
+    np.testing.assert_array_equal(fresh.take(23, 10)[0], order[23:33])
+
+
+def test_streaming_order_is_pinned(dataset: Path) -> None:
+    # A resumed run must see the same order on any numpy and raygrow version.
+    assert PackedRows(str(dataset), shuffle_seed=0, window=2).row_ids(0, 12).tolist() == PINNED
+
+
+PINNED = [12, 8, 43, 10, 9, 11, 44, 42, 46, 7, 47, 45]  # shards 1 and 6 form the first window
+
+
+def test_sequential_reading_reads_each_shard_once_per_epoch_with_a_bounded_cache(tmp_path: Path) -> None:
+    dataset = write_dataset(tmp_path / "wide", train_rows=40 * 7, rows_per_shard=7)
+    rows = PackedRows(str(dataset), shuffle_seed=1, window=3)
+    held = []
+    for start in range(0, 2 * rows.num_rows, 5):  # two epochs in steps of 5 rows
+        rows.take(start, 5)
+        held.append(len(rows._loaded))
+    assert max(held) <= rows.cache_shards == 6
+    assert rows.shard_reads <= 2 * 40 + 6  # once per epoch (plus a window re-read at the boundary)
+
+
+RSS_PROBE = """
+import resource, sys
+from raygrow.data import PackedRows
+rows = PackedRows(sys.argv[1], shuffle_seed=0, window=2)
+for start in range(0, rows.num_rows, 64):
+    rows.take(start, 64)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_reader_memory_stays_flat_when_the_corpus_grows_tenfold(tmp_path: Path) -> None:
+    """Peak RSS of a process reading one epoch of an 8-shard and an 80-shard corpus (2 MiB per
+    shard): the whole-corpus cache of before held 16 vs 160 MiB; the window keeps both flat."""
+    import subprocess
+    import sys
+
+    peaks = []
+    for shards in (8, 80):
+        directory = tmp_path / f"corpus-{shards}"
+        directory.mkdir()
+        writer = ShardWriter(str(directory), "train", 127, 4096)
+        for shard in range(shards):
+            writer.add(np.full(4096 * 128, shard, dtype=np.int32))
+        writer.finish()
+        val = ShardWriter(str(directory), "val", 127, 4096)
+        val.add(np.zeros(128, dtype=np.int32))
+        val.finish()
+        Manifest(seq_len=127, tokenizer="byte", tokenizer_fingerprint="byte-v1", vocab_size=256, eos_id=0,
+                 train_shards=writer.shards, train_shard_rows=writer.shard_rows, val_shards=val.shards,
+                 val_shard_rows=val.shard_rows, train_rows=writer.rows, val_rows=1,
+                 train_tokens=writer.rows * 128, documents=1, replaced_documents=0,
+                 source="test").save(str(directory))
+        out = subprocess.run([sys.executable, "-c", RSS_PROBE, str(directory)], capture_output=True,
+                             text=True, check=True)
+        peaks.append(int(out.stdout.strip()))
+    small, large = peaks
+    assert large < small + 40, f"peak RSS {small} MiB for 8 shards, {large} MiB for 80"
