@@ -179,7 +179,7 @@ def test_a_stage_the_cluster_cannot_hold_is_refused_before_training(ray_local, t
     from raygrow.errors import ConfigError
 
     config = tiny_config("too-big", train={"workers": 8, "micro_batch": 2})
-    with pytest.raises(ConfigError, match="train.workers: 8 worker\\(s\\) need 8 CPU but the cluster has 4 CPU"):
+    with pytest.raises(ConfigError, match="train.workers: stage-0: 8 worker\\(s\\) need 1 CPU each, on one node each, but the nodes hold 4"):
         driver.train(config, show_progress=False)
     assert not (Path(config.run_dir) / "stage-0").exists()
 

@@ -115,7 +115,7 @@ class Coordinator:
             self._advance("rescaling")
         if self.state.phase == "rescaling":
             check_schedulable(spec.config, spec.workers, self.autoscaling,
-                              spec.config.train.resource_timeout_s)
+                              spec.config.train.resource_timeout_s, stage=spec.name)
             self._advance("training")
         if self.state.phase == "training":
             if not self._train(spec):

@@ -43,7 +43,8 @@ def fit_stage(run: StageRun, on_record=lambda record: None, sink=None) -> list[R
         train_fn,
         train_loop_config={"run": launched},
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                               resources_per_worker=resources),
+                                               resources_per_worker=resources,
+                                               placement_strategy=config.train.placement.upper()),
         run_config=ray.train.RunConfig(
             name=storage.base_name(run_dir), storage_path=storage_path,
             storage_filesystem=storage_filesystem,

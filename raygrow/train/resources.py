@@ -14,23 +14,39 @@ from raygrow.errors import ConfigError
 log = logging.getLogger("raygrow")
 
 
+def node_resources() -> list[dict[str, float]]:
+    """The resources of each alive node (what one worker bundle can be placed on)."""
+    return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+
+
 def worker_resources(config: RunConfig, workers: int) -> tuple[dict, bool, int]:
     """(resources per worker, use_gpu, torch threads per worker) for `workers` workers.
 
-    Training reads packed shards directly (no Ray Data tasks run during fit), so the workers may
-    take every CPU; data preparation runs before training, never beside it.
+    By default a worker takes an equal share of the cluster's CPUs, but never more than the
+    largest node holds (a bundle lives on one node). Training reads packed shards directly (no
+    Ray Data tasks run during fit), so the workers may take every CPU; data preparation runs
+    before training, never beside it.
     """
     total = ray.cluster_resources()
     use_gpu = config.train.use_gpu if config.train.use_gpu is not None else total.get("GPU", 0) >= 1
-    cpus = config.train.cpus_per_worker or max(1.0, math.floor(total.get("CPU", 1) / workers))
+    largest = max((node.get("CPU", 0) for node in node_resources()), default=total.get("CPU", 1))
+    cpus = config.train.cpus_per_worker or max(1.0, min(math.floor(total.get("CPU", 1) / workers),
+                                                        math.floor(largest) or 1))
     if config.train.cpus_per_worker is None and cpus * workers > total.get("CPU", 0) > 0:
         cpus = total["CPU"] / workers  # more workers than CPUs: share them
     return ({"CPU": cpus, **({"GPU": 1} if use_gpu else {})}, use_gpu, max(1, int(cpus)))
 
 
+def bundles_that_fit(bundle: dict[str, float], nodes: list[dict[str, float]]) -> int:
+    """How many copies of `bundle` the nodes hold, each copy on one node."""
+    return sum(min(int(node.get(name, 0) // amount + 1e-9) if amount > 0 else 1 << 30
+                   for name, amount in bundle.items()) for node in nodes)
+
+
 def check_schedulable(config: RunConfig, workers: int | WorkerRange, autoscaling: bool,
-                      timeout_s: float) -> None:
-    """Ask the cluster for a stage's workers and wait until at least the minimum fits.
+                      timeout_s: float, stage: str | None = None) -> None:
+    """Ask the cluster for a stage's workers and wait until at least the minimum fits, counting
+    what each node holds (a worker bundle never spans nodes), not the cluster's totals.
 
     On a cluster with an autoscaler, the request is what makes it add worker nodes (KubeRay
     `maxReplicas`, launcher `max_workers`); without one, a shortfall is refused at once instead
@@ -44,17 +60,21 @@ def check_schedulable(config: RunConfig, workers: int | WorkerRange, autoscaling
         request_resources(bundles=[resources] * high)
     deadline, next_note = time.monotonic() + timeout_s, 0.0
     while True:
-        total = ray.cluster_resources()
-        fits = all(total.get(name, 0) + 1e-9 >= amount * low for name, amount in resources.items())
-        if fits:
+        nodes = node_resources()
+        if bundles_that_fit(resources, nodes) >= low:
             return
-        need = ", ".join(f"{amount * low:g} {name}" for name, amount in resources.items())
-        have = ", ".join(f"{total.get(name, 0):g} {name}" for name in resources)
+        need = ", ".join(f"{amount:g} {name}" for name, amount in resources.items())
+        largest = ", ".join(f"{max((n.get(name, 0) for n in nodes), default=0):g} {name}" for name in resources)
         if not autoscaling or time.monotonic() > deadline:
-            raise ConfigError("train.workers", f"{low} worker(s) need {need} but the cluster has {have}"
-                              + ("" if not autoscaling else f" after waiting {timeout_s:g} s")
-                              + "; lower the worker count or add nodes")
+            why = (f"one worker needs {need} but the largest node has {largest}; lower "
+                   "train.cpus_per_worker or add bigger nodes"
+                   if bundles_that_fit(resources, nodes) == 0 else
+                   f"{low} worker(s) need {need} each, on one node each, but the nodes hold "
+                   f"{bundles_that_fit(resources, nodes)}; lower the worker count or add nodes")
+            raise ConfigError("train.workers", (f"{stage}: " if stage else "") + why
+                              + ("" if not autoscaling else f" (waited {timeout_s:g} s)"))
         if time.monotonic() >= next_note:
-            log.info("waiting for the cluster to grow: %d worker(s) need %s, it has %s", low, need, have)
+            log.info("waiting for the cluster to grow: %d worker(s) need %s each, it holds %d",
+                     low, need, bundles_that_fit(resources, nodes))
             next_note = time.monotonic() + 30
         time.sleep(2)
