@@ -68,6 +68,11 @@ def test_two_stage_plan_grows_and_rescales(grown):
     assert (large["shape"]["layers"], large["workers"], large["zero_stage"]) == (4, 2, 3)
     assert small["tokens"] == large["tokens"] == 4 * 512
     assert large["flops"] > small["flops"] > 0
+    import ray
+
+    here = {node["NodeID"] for node in ray.nodes() if node["Alive"]}  # where each stage's workers ran
+    assert len(small["nodes"]) == len(large["nodes"]) == 1 and set(large["nodes"]) <= here
+    assert 0 <= small["resource_wait_s"] < 5 and 0 <= large["resource_wait_s"] < 5
     assert summary["total_flops"] == pytest.approx(small["flops"] + large["flops"])
     (transition,) = summary["transitions"]
     assert transition["depth_op"] == "stack" and transition["from_stage"] == 0

@@ -4,6 +4,7 @@ write its init (growth or rebase), ask the cluster for its workers, train it, ex
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -37,6 +38,7 @@ class RunOutcome:
     complete: bool  # every spec done
     done: list[str]  # the specs done, in order
     growths: dict[str, GrowthRecord]  # by grown spec
+    waits: dict[str, float] = dataclasses.field(default_factory=dict)  # resource wait by spec, s
     wall_s: float  # coordinator time over every invocation
     stopped_by: str | None = None  # SIGTERM / SIGINT: the driver stopped the run (it resumes)
     failure: str | None = None  # why the run stopped before its end, when it did not just pause
@@ -93,12 +95,17 @@ class Coordinator:
                 break
         if complete:
             self._advance("done")
+        if self.autoscaling:  # withdraw the resource request, so the autoscaler can release idle nodes
+            from ray.autoscaler.sdk import request_resources
+
+            request_resources(bundles=[])
         self.state.wall_s += time.monotonic() - started
         self.state.save(self.run_dir)
         return RunOutcome(complete=complete, failure=self.failure,
                           done=[s.name for s in self.specs if self._done(s.name)],
                           growths={name: entry.growth for name, entry in self.state.specs.items()
                                    if entry.growth is not None},
+                          waits={name: entry.resource_wait_s for name, entry in self.state.specs.items()},
                           wall_s=self.state.wall_s)
 
     def _done(self, name: str) -> bool:
@@ -114,8 +121,9 @@ class Coordinator:
             self._prepare(spec)
             self._advance("rescaling")
         if self.state.phase == "rescaling":
-            check_schedulable(spec.config, spec.workers, self.autoscaling,
-                              spec.config.train.resource_timeout_s, stage=spec.name)
+            self.state.specs[spec.name].resource_wait_s = check_schedulable(
+                spec.config, spec.workers, self.autoscaling, spec.config.train.resource_timeout_s,
+                stage=spec.name)
             self._advance("training")
         if self.state.phase == "training":
             if not self._train(spec):
@@ -197,6 +205,12 @@ class Coordinator:
             self.current["step"] = record.step
             if record.loss is not None:
                 self.current.update(loss=record.loss, tokens_per_s=record.tokens_per_s)
+        elif record.event == "placement":
+            ranks = (record.detail or {}).get("ranks", [])
+            self._say(f"{self.current['spec']}: {len(ranks)} worker(s) on "
+                      f"{len({rank['node'] for rank in ranks})} node(s): "
+                      + ", ".join(f"rank {index} on {rank['ip']} ({rank['node'][:8]})"
+                                  for index, rank in enumerate(ranks)))
         elif record.event in ("resume", "nonfinite", "spike", "stop"):
             self._say(f"{self.current['spec']}: {record.event} at step {record.step}"
                       + (f" ({record.checkpoint})" if record.checkpoint else "")

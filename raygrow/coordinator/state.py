@@ -36,6 +36,7 @@ class SpecState:
     fingerprint: dict[str, Any]  # its inputs when it started
     done: bool = False
     growth: GrowthRecord | None = None  # how its init was grown, once it was
+    resource_wait_s: float = 0.0  # how long it waited for the cluster to hold its workers
 
 
 @dataclass
@@ -88,7 +89,7 @@ class CoordinatorState:
                 masks = growth["masks"]
                 growth = GrowthRecord(**{**growth, "masks": MaskSpec.from_dict(masks) if masks else None})
             specs[name] = SpecState(fingerprint=entry["fingerprint"], done=bool(entry["done"]),
-                                    growth=growth)
+                                    growth=growth, resource_wait_s=float(entry.get("resource_wait_s", 0.0)))
         if raw["phase"] not in PHASES:
             raise ValueError(raw["phase"])
         return cls(current=raw["current"], phase=raw["phase"], specs=specs, inputs=raw["inputs"],

@@ -40,6 +40,8 @@ def stage_summary(config: RunConfig, index: int, records: list[Record], start: S
         "final_train_loss": logged[-1].loss if logged else None,
         "final_val_loss": validated[-1].val_loss if validated else None,
         "tokens_per_s": sum(speeds) / len(speeds) if speeds else None,
+        "nodes": sorted({node for event in events(records, "placement")
+                         for node in (event.detail or {}).get("nodes", [])}),
     }
 
 
@@ -71,7 +73,8 @@ def summarise_plan(config: RunConfig, specs: list[StageSpec], outcome: RunOutcom
     for index in range(len(specs)):
         if not records[index]:
             break
-        summaries.append(stage_summary(config, index, records[index], start, vocab))
+        summaries.append({**stage_summary(config, index, records[index], start, vocab),
+                          "resource_wait_s": outcome.waits.get(specs[index].name, 0.0)})
         start = steps(records[index])[-1] if steps(records[index]) else start
     transitions = [transition_summary(spec, outcome, records[index - 1], records[index], index)
                    for index, spec in enumerate(specs) if spec.name in outcome.growths and records[index]]

@@ -218,6 +218,18 @@ class Worker:
         self._roll_back_row_log()
         return storage.base_name(resumed_from or self.run.init_from or "fresh weights")
 
+    def placement(self) -> dict:
+        """Where each rank of this worker group runs: node ids and addresses by rank (a collective)."""
+        context = ray.get_runtime_context()
+        mine = {"node": context.get_node_id(), "ip": ray.util.get_node_ip_address()}
+        ranks = [None] * self.world
+        if self.world > 1:
+            dist.all_gather_object(ranks, mine)
+        else:
+            ranks = [mine]
+        return {"workers": self.world, "nodes": sorted({rank["node"] for rank in ranks}),
+                "ranks": ranks}
+
     def log_rows(self, row_ids: torch.Tensor) -> None:
         # Numbered like the metrics: the step these rows completed (just done).
         line = json.dumps({"step": self.progress.step, "rows": row_ids.tolist()}) + "\n"
@@ -333,6 +345,7 @@ def train_fn(loop_config: dict) -> None:
     if not worker.resumed:  # where the stage's counters start: its cost is measured from here
         worker.emit(EventRecord(event="start", step=worker.progress.step,
                                 tokens=worker.progress.tokens, flops=worker.progress.flops))
+    worker.emit(EventRecord(event="placement", step=worker.progress.step, detail=worker.placement()))
     if worker.started_from_growth:  # the loss right after growth, for the function-preservation log
         worker.emit(EventRecord(event="growth", step=0, val_loss=worker.validate(),
                                 tokens=worker.progress.tokens, flops=worker.progress.flops))

@@ -44,9 +44,10 @@ def bundles_that_fit(bundle: dict[str, float], nodes: list[dict[str, float]]) ->
 
 
 def check_schedulable(config: RunConfig, workers: int | WorkerRange, autoscaling: bool,
-                      timeout_s: float, stage: str | None = None) -> None:
+                      timeout_s: float, stage: str | None = None) -> float:
     """Ask the cluster for a stage's workers and wait until at least the minimum fits, counting
-    what each node holds (a worker bundle never spans nodes), not the cluster's totals.
+    what each node holds (a worker bundle never spans nodes), not the cluster's totals; returns
+    the seconds it waited.
 
     On a cluster with an autoscaler, the request is what makes it add worker nodes (KubeRay
     `maxReplicas`, launcher `max_workers`); without one, a shortfall is refused at once instead
@@ -58,11 +59,12 @@ def check_schedulable(config: RunConfig, workers: int | WorkerRange, autoscaling
         from ray.autoscaler.sdk import request_resources
 
         request_resources(bundles=[resources] * high)
-    deadline, next_note = time.monotonic() + timeout_s, 0.0
+    started = time.monotonic()
+    deadline, next_note = started + timeout_s, 0.0
     while True:
         nodes = node_resources()
         if bundles_that_fit(resources, nodes) >= low:
-            return
+            return time.monotonic() - started
         need = ", ".join(f"{amount:g} {name}" for name, amount in resources.items())
         largest = ", ".join(f"{max((n.get(name, 0) for n in nodes), default=0):g} {name}" for name in resources)
         if not autoscaling or time.monotonic() > deadline:
