@@ -38,10 +38,10 @@ class RunOutcome:
     complete: bool  # every spec done
     done: list[str]  # the specs done, in order
     growths: dict[str, GrowthRecord]  # by grown spec
-    waits: dict[str, float] = dataclasses.field(default_factory=dict)  # resource wait by spec, s
     wall_s: float  # coordinator time over every invocation
     stopped_by: str | None = None  # SIGTERM / SIGINT: the driver stopped the run (it resumes)
     failure: str | None = None  # why the run stopped before its end, when it did not just pause
+    waits: dict[str, float] = dataclasses.field(default_factory=dict)  # resource wait by spec, s
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)
