@@ -12,10 +12,7 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -26,11 +23,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cluster_procs import BIN, clean_env, free_ports, stop_head
+
 pytestmark = pytest.mark.ray
 
 REPO = Path(__file__).resolve().parents[1]
-# The venv's bin: `ray` for the CLI, and first on the cluster's PATH so a job's `python` is the venv's.
-BIN = Path(sys.executable).parent
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 PLAN = {
@@ -46,25 +43,6 @@ PLAN = {
          "tokens": 3 * 512, "workers": 2, "zero_stage": 3},
     ],
 }
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without anything pointing at the session's cluster (ray.init
-    exports RAY_AUTH_MODE, a test may have set RAY_ADDRESS or RAYGROW_*), plus `extra`."""
-    env = {key: value for key, value in os.environ.items()
-           if not (key.startswith(("RAY_", "RAYGROW_")) and key != "RAY_DEDUP_LOGS")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    return {**env, **extra}
 
 
 @dataclass
@@ -137,29 +115,6 @@ def wait_until_answering(url: str, token: str, process: subprocess.Popen, log: P
             pass
         time.sleep(0.5)
     pytest.fail(f"the dashboard at {url} did not answer within {timeout:.0f}s:\n{log.read_text()[-4000:]}")
-
-
-def stop_head(process: subprocess.Popen) -> None:
-    """SIGTERM `ray start --block` (it stops what it started), then SIGKILL whatever is left in its
-    process group: dashboard modules, workers. Only this cluster's processes are in that group."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.5)
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

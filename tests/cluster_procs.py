@@ -1,0 +1,58 @@
+"""Processes of Ray clusters a test starts beside the session's own: free ports, a clean
+environment, and tearing down exactly the process group a test started (never `ray stop`,
+which kills every Ray process on the machine)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# The venv's bin: `ray` for the CLI, and first on the cluster's PATH so a job's `python` is the venv's.
+BIN = Path(sys.executable).parent
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without anything pointing at the session's cluster (ray.init
+    exports RAY_AUTH_MODE, a test may have set RAY_ADDRESS or RAYGROW_*), plus `extra`."""
+    env = {key: value for key, value in os.environ.items()
+           if not (key.startswith(("RAY_", "RAYGROW_")) and key != "RAY_DEDUP_LOGS")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return {**env, **extra}
+
+
+def stop_head(process: subprocess.Popen) -> None:
+    """SIGTERM `ray start --block` (it stops what it started), then SIGKILL whatever is left in its
+    process group: dashboard modules, workers. Only this cluster's processes are in that group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=10)
