@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup train test
+.PHONY: setup train test test-all
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -16,5 +16,9 @@ $(VENV)/.installed: pyproject.toml
 train: setup
 	$(VENV)/bin/raygrow train jobs/plans/tiny.yaml
 
+# The default run leaves out the tests marked slow (see README "Tests"); test-all runs everything.
 test: setup
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow"
+
+test-all: setup
 	$(VENV)/bin/pytest -q -p no:cacheprovider

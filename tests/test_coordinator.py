@@ -110,6 +110,7 @@ def test_worker_killed_mid_stage_resumes_elastically_exactly_once(grown, tiny_co
     assert sorted(rows) == sorted(rows_of(Path(reference.run_dir), 0) + rows_of(Path(reference.run_dir), 1))
 
 
+@pytest.mark.slow
 def test_killed_coordinator_resumes_in_stage_two(grown, tiny_config):
     reference, _ = grown
     config = plan(tiny_config, "killed-coordinator")
@@ -135,6 +136,7 @@ def test_killed_coordinator_resumes_in_stage_two(grown, tiny_config):
                         tensors(checkpoint.latest_valid(Path(reference.run_dir) / "stage-1")))
 
 
+@pytest.mark.slow
 def test_masked_growth_killed_midway_regrows_identically_and_preserves_loss(ray_local, tiny_config, monkeypatch):
     """MSG growth in depth and width, with the coordinator killed inside the growth step: the
     rerun's grown state equals a growth computed straight from stage 0's final checkpoint (what an
@@ -169,6 +171,7 @@ def test_masked_growth_killed_midway_regrows_identically_and_preserves_loss(ray_
     assert summary["stages"][1]["final_val_loss"] < transition["val_loss_after"]
 
 
+@pytest.mark.slow
 def test_baseline_is_a_sibling_run_with_the_same_flops(grown):
     config, summary = grown
     result = driver.train_with_baseline(config, show_progress=False)  # the plan itself is done: not rerun
@@ -220,6 +223,7 @@ def test_second_driver_of_a_running_run_is_refused(ray_local, tiny_config):
         ray.kill(other)
 
 
+@pytest.mark.slow
 def test_records_lost_after_the_final_checkpoint_come_back_and_the_run_completes(ray_local, tiny_config):
     """A coordinator that dies after a stage's final checkpoint but before writing its last records
     down: the rerun resumes at that checkpoint, which carries its step's record, so the stage log
@@ -244,6 +248,7 @@ def test_records_lost_after_the_final_checkpoint_come_back_and_the_run_completes
     assert restored[0]["loss"] == final[0]["loss"]
 
 
+@pytest.mark.slow
 def test_lr_policies_restart_rewind_and_continue_through_a_real_plan(ray_local, tiny_config):
     """Four stages of 2 steps, growing by stack (LR restart), then by nothing with LR rewind and
     with LR continue: every step's LR, as the workers applied it, against the cosine schedule

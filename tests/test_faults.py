@@ -72,8 +72,8 @@ def long_run(tiny_config, name: str, **checkpointing):
                        checkpoint={"every_steps": 1000, "keep": 3, **checkpointing})
 
 
-@pytest.mark.parametrize("stop_signal, exit_status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
-                         ids=["SIGTERM", "ctrl-c"])
+@pytest.mark.parametrize("stop_signal, exit_status", [
+    (signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)], ids=["SIGTERM", "ctrl-c"])
 def test_a_signal_checkpoints_at_the_next_step_and_the_rerun_resumes_exactly_once(
         ray_local, tiny_config, tmp_path, stop_signal, exit_status):
     config = long_run(tiny_config, f"stopped-{stop_signal.name}")
@@ -127,6 +127,7 @@ def _wait_until_gone(actor_name: str, timeout_s: float = 120) -> None:
     raise AssertionError(f"{actor_name} outlived its driver")
 
 
+@pytest.mark.slow
 def test_raygrow_train_skips_a_corrupt_newest_checkpoint(ray_local, tiny_config, tmp_path):
     config = tiny_config("corrupted", train={"tokens": 6 * 512, "log_rows": True, "deterministic": False,
                                              "stop_after": 4})

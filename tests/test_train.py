@@ -191,7 +191,7 @@ def test_every_rank_runs_the_same_number_of_validation_forwards():
 
 @pytest.mark.ray
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("val_rows", [33, 1])
+@pytest.mark.parametrize("val_rows", [pytest.param(33, marks=pytest.mark.slow), 1])
 def test_uneven_validation_under_zero3_with_partitioned_parameters(ray_local, tiny_config, val_rows):
     """ZeRO-3 gathers partitioned parameters inside every forward, so ranks must run equally many
     validation forwards. Tiny models keep every parameter whole (below DeepSpeed's persistence

@@ -193,6 +193,7 @@ def _fingerprint(run_dir: Path) -> dict:
     return {str(path): (path.stat().st_mtime_ns, path.read_text()) for path in files}
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_sweep_is_interrupted_resumes_and_writes_the_best_plan(ray_local, tiny_config, tmp_path, monkeypatch):
     base = tiny_config("sweep-base", model=FINAL, train={"val_every": 2, "warmup_steps": 1, "deterministic": False},

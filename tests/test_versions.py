@@ -193,6 +193,7 @@ def final_params(run_dir: Path, segment: str) -> dict[str, torch.Tensor]:
     return load_file(Path(checkpoint.latest_valid(run_dir / segment)) / "model.safetensors")
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_branch_lr_ends_at_minimum_and_main_path_stays_at_peak(switched):
     config, summary = switched
@@ -207,6 +208,7 @@ def test_branch_lr_ends_at_minimum_and_main_path_stays_at_peak(switched):
         assert trace[-1] == pytest.approx(peak * config.train.min_lr_ratio)
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_branches_never_disturb_the_main_path(switched, tiny_config):
     from raygrow.versions.runner import run_versions
