@@ -94,17 +94,25 @@ def set_lr(engine, lr: float) -> None:
         group["lr"] = lr
 
 
-def gather_full_state(engine) -> TrainState:
-    """Full fp32 parameters and AdamW moments by HF name, on every rank (collective under ZeRO-3)."""
+def gather_full_state(engine, keep: bool = True) -> TrainState:
+    """Full fp32 parameters and AdamW moments by HF name. Under ZeRO every rank takes part in
+    the gathers (collectives), but only a rank with `keep` holds the full copy in memory (the
+    one that writes the checkpoint); the others return an empty state."""
     state = TrainState(params={}, step=optimizer_step_count(engine))
     optimizer = base_optimizer(engine)
+    if not keep and not _zero(engine):
+        return state  # no collective to take part in
     for name, param in engine.module.named_parameters():
         if _zero(engine):
-            state.params[name] = safe_get_full_fp32_param(param).detach().cpu().clone()
+            full = safe_get_full_fp32_param(param)
+            if keep:
+                state.params[name] = full.detach().cpu().clone()
+            del full
             for key in MOMENTS:
                 moment = safe_get_full_optimizer_state(param, key)
-                if moment is not None:
+                if moment is not None and keep:
                     getattr(state, key)[name] = moment.detach().cpu().clone()
+                del moment
         else:
             state.params[name] = param.detach().float().cpu().clone()
             for key in MOMENTS:

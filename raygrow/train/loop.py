@@ -273,7 +273,7 @@ class Worker:
         return float(loss_sum[0] / loss_sum[1])
 
     def save_checkpoint(self, record: StepRecord) -> None:
-        state = gather_full_state(self.engine)  # collective: every rank
+        state = gather_full_state(self.engine, keep=self.rank == 0)  # collective; rank 0 holds it
         meta = {**dataclasses.asdict(self.progress), "world_size": self.world,
                 "zero_stage": self.config.train.zero_stage, "shape": dataclasses.asdict(self.config.model),
                 "vocab": self.vocab, "record": to_json(record), "fingerprint": self.run.fingerprint}
