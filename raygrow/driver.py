@@ -15,6 +15,7 @@ import threading
 import time
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 from raygrow import storage
@@ -214,7 +215,11 @@ def execute(config: RunConfig, specs: list[StageSpec], inputs: dict, autoscaling
     name = f"raygrow:{storage.canonical(config.run_dir)}"
     try:
         try:  # every driver (each `ray job submit`, each Tune trial) has its own namespace: name it in ours
-            coordinator = Coordinator.options(name=name, namespace=COORDINATOR_NAMESPACE).remote(
+            # On the driver's node (the head, for `ray job submit`): losing a worker node must
+            # not take the run's control plane with it.
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+            coordinator = Coordinator.options(name=name, namespace=COORDINATOR_NAMESPACE,
+                                              scheduling_strategy=here).remote(
                 specs, config.run_dir, inputs, config.s3, autoscaling, os.environ.get("RAYGROW_FAULT"))
         except ValueError:  # the name is taken: another driver is running this run
             raise RaygrowError(f"run {config.name} is already running on this cluster; wait for it or "

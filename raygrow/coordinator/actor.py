@@ -23,7 +23,7 @@ from raygrow.errors import CheckpointError, RaygrowError, first_line
 from raygrow.export import export_checkpoint
 from raygrow.train import checkpoint
 from raygrow.train.launch import fit_stage
-from raygrow.train.metrics import MetricsSink
+from raygrow.train.metrics import local_sink
 from raygrow.train.records import StepRecord, events, steps
 from raygrow.train.resources import check_schedulable
 from raygrow.train.stage_run import StageRun
@@ -171,7 +171,7 @@ class Coordinator:
         self.current.pop("loss", None)
         self._say(f"{spec.name}: training steps {spec.start_step}–{spec.end_step} on {spec.workers} "
                   f"worker(s), ZeRO-{spec.config.train.zero_stage}")
-        self.sink = MetricsSink.remote()
+        self.sink = local_sink()
         if self.stopping:  # asked to stop while the stage was starting
             self.sink.request_stop.remote()
         try:

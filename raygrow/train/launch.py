@@ -18,7 +18,7 @@ from ray.train.torch import TorchTrainer
 from raygrow import storage
 from raygrow.config import WorkerRange
 from raygrow.errors import RaygrowError, first_line
-from raygrow.train.metrics import MetricsLog, MetricsSink
+from raygrow.train.metrics import MetricsLog, local_sink
 from raygrow.train.records import Record
 from raygrow.train.resources import worker_resources
 from raygrow.train.stage_run import StageRun
@@ -36,7 +36,7 @@ def fit_stage(run: StageRun, on_record=lambda record: None, sink=None) -> list[R
     num_workers = (workers.min, workers.max) if isinstance(workers, WorkerRange) else high
     run_dir = storage.canonical(run.run_dir)
     storage_path, storage_filesystem = storage.ray_storage(storage.parent(run_dir))
-    sink = sink or MetricsSink.remote()
+    sink = sink or local_sink()
     launched = dataclasses.replace(run, run_dir=run_dir, threads=threads, sink=sink,
                                    fault=os.environ.get("RAYGROW_FAULT"))
     trainer = TorchTrainer(

@@ -115,6 +115,15 @@ class MetricsLog:
             return handle.read(1) != b"\n"
 
 
+def local_sink():
+    """A MetricsSink on this process's node (the coordinator's): a lost worker node must not
+    take the records of the stage with it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return MetricsSink.options(scheduling_strategy=here).remote()
+
+
 @ray.remote(num_cpus=0)
 class MetricsSink:
     """Collects metric records from rank 0 so the coordinator can show progress while `fit()`
