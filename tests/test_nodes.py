@@ -49,6 +49,7 @@ PROBE = textwrap.dedent("""
 
 
 @pytest.mark.ray
+@pytest.mark.nodes
 def test_a_worker_bundle_is_compared_with_what_one_node_holds():
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -125,6 +126,7 @@ NODE_LOSS = textwrap.dedent("""
 
 
 @pytest.mark.ray
+@pytest.mark.nodes
 def test_a_lost_node_shrinks_an_elastic_stage_and_every_row_is_trained_once(tmp_path):
     """Workers {min 1, max 2} of 2 CPUs on two 2-CPU nodes: the node of rank 1 is removed after
     step 3; the stage goes on with 1 worker from its last checkpoint and ends with each row once."""
