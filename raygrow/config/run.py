@@ -18,6 +18,11 @@ from raygrow.config.growth import GrowthConfig, check_transition
 from raygrow.config.shape import Shape
 from raygrow.config.versions import VersionsConfig, check_versions
 
+# The module, not the class: raygrow.eval.config imports this package's binding, so whichever of
+# the two is imported first, the class is only looked up once both are loaded (from_dict reads the
+# type hints at call time).
+from raygrow.eval import config as eval_config
+
 
 @dataclass
 class DataConfig:
@@ -202,6 +207,7 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     versions: VersionsConfig | None = None  # data versions released one after another (raygrow.versions)
     s3: S3Config = field(default_factory=S3Config)
+    eval: eval_config.EvalConfig | None = None  # evaluate the stages' exports (raygrow.eval)
 
     def __post_init__(self) -> None:
         require(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name",
