@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train":
             sub.add_argument("--baseline", action="store_true",
                              help="also train the final shape from scratch for the same FLOPs (sibling run)")
+    from raygrow.eval import cli as eval_cli
     from raygrow.grow import cli as grow_cli
     from raygrow.plan import cli as plan_cli
     from raygrow.versions import cli as versions_cli
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module, text in (("grow", grow_cli, "grow an exported model to a larger shape"),
                                ("plan", plan_cli, "FLOPs, GPU-hours and cost of a plan vs. training from scratch"),
                                ("versions", versions_cli, "train data versions one after another, releasing each"),
-                               ("tune", tune_cli, "sweep growth timing and factor at a fixed FLOP budget (Ray Tune)")):
+                               ("tune", tune_cli, "sweep growth timing and factor at a fixed FLOP budget (Ray Tune)"),
+                               ("eval", eval_cli, "score exports on the IQ suite and lm-eval tasks")):
         sub = commands.add_parser(name, help=text)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.run)

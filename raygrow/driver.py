@@ -43,6 +43,10 @@ def check(config: RunConfig) -> DatasetPlan:
             raise ConfigError(f"stages[{index}].shape", "required to train (params-only stages are for "
                               "`raygrow plan`)")
     check_storage(config)
+    if config.eval is not None:  # lm-eval tasks and their data, before any cluster work
+        from raygrow.eval.evaluate import check as check_eval
+
+        check_eval(config.eval)
     plan = plan_dataset(config)
     if storage.info(config.run_dir).type not in (storage.FileType.NotFound, storage.FileType.Directory):
         raise ConfigError("name", f"{config.run_dir} exists and is not a directory")

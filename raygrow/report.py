@@ -1,4 +1,5 @@
-"""report.png: loss against tokens and against FLOPs, growth points marked, a baseline overlaid."""
+"""report.png: loss against tokens and against FLOPs, growth points marked, a baseline overlaid;
+evaluation scores against FLOPs when the run evaluated its stages."""
 
 from __future__ import annotations
 
@@ -26,9 +27,35 @@ def _growth_points(records: list[StepRecord], key: str) -> list[float]:
     return points
 
 
+def eval_panel(axis, points: list[dict], growth_points: list[float], x_label: str) -> None:
+    """Score per task against `x` (cumulative FLOPs): `points` are {"x", "point": "export" |
+    "grown", "scores": {task: scores}}; a grown init is drawn hollow at its growth point."""
+    from raygrow.eval.results import headline
+
+    tasks = sorted({task for point in points for task in point["scores"]})
+    for task in tasks:
+        exports = [(p["x"], headline(p["scores"][task])) for p in points
+                   if p["point"] == "export" and task in p["scores"]]
+        line, = axis.plot([x for x, _ in exports], [y for _, y in exports], "o-", label=task)
+        grown = [(p["x"], headline(p["scores"][task])) for p in points
+                 if p["point"] == "grown" and task in p["scores"]]
+        if grown:
+            axis.plot([x for x, _ in grown], [y for _, y in grown], "o", mfc="none",
+                      color=line.get_color())
+    for number, x in enumerate(growth_points):
+        axis.axvline(x, color="grey", linestyle=":", label="growth" if number == 0 else None)
+    axis.set_xlabel(x_label)
+    axis.set_ylabel("score (exact match)")
+    axis.set_ylim(-0.02, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=6, ncol=2)
+
+
 def plot_run(records: list[Record], path: str | Path, title: str = "",
-             baseline: list[Record] | None = None) -> None:
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+             baseline: list[Record] | None = None, evaluations: list[dict] | None = None) -> None:
+    """Loss against tokens and FLOPs; with `evaluations` (see eval_panel) a third panel of
+    scores against FLOPs."""
+    figure, axes = plt.subplots(1, 3 if evaluations else 2, figsize=(16 if evaluations else 11, 4))
     runs = [("", records)] + ([("baseline ", baseline)] if baseline else [])
     for axis, x_key, label in ((axes[0], "tokens", "tokens"), (axes[1], "flops", "training FLOPs")):
         for prefix, run in runs:
@@ -45,6 +72,8 @@ def plot_run(records: list[Record], path: str | Path, title: str = "",
         axis.set_ylabel("loss (nats/token)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
+    if evaluations:
+        eval_panel(axes[2], evaluations, _growth_points(steps(records), "flops"), "training FLOPs")
     figure.suptitle(title)
     figure.tight_layout()
     image = io.BytesIO()

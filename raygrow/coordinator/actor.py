@@ -14,6 +14,7 @@ import ray
 
 from raygrow import storage
 from raygrow.config import S3Config
+from raygrow.coordinator.evaluation import Evaluations
 from raygrow.coordinator.growth import GrowthRecord, grow_checkpoint, rebase_checkpoint
 from raygrow.coordinator.spec import INIT_DIR, StageSpec
 from raygrow.resume import check_inputs, check_resume
@@ -71,6 +72,7 @@ class Coordinator:
         self.sink = None  # the MetricsSink of the stage in training
         self.failure: str | None = None
         self.messages: list[str] = []  # progress lines the driver has not shown yet
+        self.evaluations = Evaluations(specs, self.run_dir, s3)  # `eval:` of the plan, beside training
 
     def status(self) -> dict:
         """Where the run is (spec, phase, step, last loss and speed) and the coordinator's new
@@ -89,10 +91,14 @@ class Coordinator:
         for spec in self.specs:
             known = self.state.specs.get(spec.name)
             if known is not None and known.done:
+                self.evaluations.after_export(spec)  # one a previous invocation did not record
                 continue
             if self.stopping or not self._run_spec(spec):
                 complete = False
                 break
+        if self.evaluations.running or self.evaluations.waiting:
+            self._say("waiting for the evaluations of the stages' exports")
+        self.evaluations.collect()
         if complete:
             self._advance("done")
         if self.autoscaling:  # withdraw the resource request, so the autoscaler can release idle nodes
@@ -125,12 +131,16 @@ class Coordinator:
                 spec.config, spec.workers, self.autoscaling, spec.config.train.resource_timeout_s,
                 stage=spec.name)
             self._advance("training")
+        if spec.init.kind == "grow" and spec.init.writes_init:
+            growth = self.state.specs[spec.name].growth
+            self.evaluations.after_growth(spec, self._init_dir(spec), masked=bool(growth and growth.masks))
         if self.state.phase == "training":
             if not self._train(spec):
                 return False
             self._advance("exporting")
         if spec.exports:
             self._export(spec)
+            self.evaluations.after_export(spec)
         self.state.specs[spec.name].done = True
         self.state.save(self.run_dir)
         return True

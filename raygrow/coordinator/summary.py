@@ -9,6 +9,7 @@ from raygrow import storage
 from raygrow.config import RunConfig
 from raygrow.coordinator.actor import RunOutcome
 from raygrow.coordinator.spec import StageSpec
+from raygrow.eval.results import latest, read_records
 from raygrow.model import param_counts
 from raygrow.report import plot_run
 from raygrow.train.metrics import MetricsLog, write_jsonl
@@ -76,6 +77,7 @@ def summarise_plan(config: RunConfig, specs: list[StageSpec], outcome: RunOutcom
         summaries.append({**stage_summary(config, index, records[index], start, vocab),
                           "resource_wait_s": outcome.waits.get(specs[index].name, 0.0)})
         start = steps(records[index])[-1] if steps(records[index]) else start
+    evaluations = stage_evaluations(specs, records, summaries, run_dir)
     transitions = [transition_summary(spec, outcome, records[index - 1], records[index], index)
                    for index, spec in enumerate(specs) if spec.name in outcome.growths and records[index]]
     summary = {"name": config.name, "complete": outcome.complete, "stages": summaries,
@@ -87,8 +89,26 @@ def summarise_plan(config: RunConfig, specs: list[StageSpec], outcome: RunOutcom
     merged = [dataclasses.replace(record, stage=index)
               for index, stage_records in enumerate(records) for record in stage_records]
     write_jsonl(storage.join(run_dir, "metrics.jsonl"), merged)
-    plot_run(merged, storage.join(run_dir, "report.png"), title=config.name)
+    plot_run(merged, storage.join(run_dir, "report.png"), title=config.name, evaluations=evaluations)
     return summary
+
+
+def stage_evaluations(specs: list[StageSpec], records: list[list[Record]], summaries: list[dict],
+                      run_dir: str) -> list[dict]:
+    """Put each stage's recorded scores into its summary (`eval`: its export; `eval_grown`: its
+    grown init, just after growth) and return them as report points at cumulative FLOPs (a grown
+    init at the FLOPs of the growth)."""
+    found = latest(read_records(run_dir))
+    ends = [steps(stage)[-1].flops if steps(stage) else 0.0 for stage in records]
+    points = []
+    for index, summary in enumerate(summaries):
+        for point, key, at in (("grown", "eval_grown", ends[index - 1] if index else 0.0),
+                               ("export", "eval", ends[index])):
+            record = found.get((specs[index].name, point))
+            if record is not None:
+                summary[key] = record.scores
+                points.append({"x": at, "point": point, "scores": record.scores})
+    return points
 
 
 def write_json(path: str, data: dict) -> None:

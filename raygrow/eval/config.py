@@ -28,6 +28,8 @@ class EvalConfig:
     #                     the previous stage's export)
     cpus: float = 1.0  # CPUs each evaluation task declares on the cluster
     max_new_tokens: int = 48  # longest greedy generation (IQ answers are shorter)
+    lm_eval_include: str | None = None  # a directory of local lm-eval task YAMLs (lm-eval's
+    #                                     --include_path), e.g. from --write-lm-eval-tasks
 
     def __post_init__(self) -> None:
         require(bool(self.tasks), "tasks", "must name at least one task")
@@ -69,4 +71,5 @@ class EvalConfig:
         """What decides the scores of an export (a recorded evaluation with the same key is
         not redone on a rerun)."""
         return {"suite": SUITE_VERSION, "tasks": list(self.tasks), "shots": self.shots,
-                "limit": self.limit, "seed": self.seed, "max_new_tokens": self.max_new_tokens}
+                "limit": self.limit, "seed": self.seed, "max_new_tokens": self.max_new_tokens,
+                "lm_eval_include": self.lm_eval_include}

@@ -20,7 +20,7 @@ def check(config: EvalConfig) -> None:
     if config.lm_eval_tasks:
         from raygrow.eval.harness import check_tasks
 
-        check_tasks(config.lm_eval_tasks, config.shots)
+        check_tasks(config.lm_eval_tasks, config.shots, config.lm_eval_include)
 
 
 def evaluate_loaded(model, tokenizer, config: EvalConfig) -> dict[str, dict]:
@@ -38,7 +38,7 @@ def evaluate_loaded(model, tokenizer, config: EvalConfig) -> dict[str, dict]:
     if config.lm_eval_tasks:
         from raygrow.eval.harness import lm_eval_scores
 
-        found = lm_eval_scores(model, tokenizer, config.lm_eval_tasks, config)
+        found = lm_eval_scores(model, tokenizer, config.lm_eval_tasks, config, config.lm_eval_include)
         scores.update({f"lm-eval:{name}": value for name, value in found.items()})
     return scores
 
@@ -53,12 +53,3 @@ def evaluate_export(path: str, config: EvalConfig, threads: int | None = None) -
         scores = evaluate_loaded(model, tokenizer, config)
     return {"export": str(path), "suite": SUITE_VERSION, "key": config.key(), "scores": scores}
 
-
-def headline(scores: dict) -> float | None:
-    """The one number of a task's scores: exact match for IQ tasks, else lm-eval's first
-    accuracy-like metric."""
-    for key in ("exact_match", "acc_norm,none", "acc,none", "exact_match,strip", "exact_match,none"):
-        if key in scores:
-            return scores[key]
-    numbers = [value for key, value in scores.items() if key != "samples" and isinstance(value, float)]
-    return numbers[0] if numbers else None
