@@ -95,7 +95,7 @@ def lm_eval_scores(model, tokenizer, names: list[str], config: EvalConfig,
         metrics = output["results"].get(name, {})
         scores[name] = {key: value for key, value in metrics.items()
                         if isinstance(value, (int, float)) and not key.endswith("_stderr,none")
-                        and "stderr" not in key}
+                        and "stderr" not in key and key != "sample_len"}
         scores[name]["samples"] = output.get("n-samples", {}).get(name, {}).get("effective")
     return scores
 
