@@ -18,6 +18,8 @@ final validation loss" is read off by linear interpolation of val_loss against c
 same way, from the moment `raygrow.driver.train` is called (Ray Train start-up, growth and
 validation included; data preparation, done once up front, excluded).
 
+Next to validation loss, each plan's final export (every plan spends the same FLOP budget) is
+scored on the IQ suite (raygrow.eval; `--eval-limit` items per task, `--eval-limit 0` skips it).
 Prints a table and writes results.json and growth_speedup.png into --out. Target (DESIGN.md): the
 best plan reaches the loss with <= 0.55x the from-scratch FLOPs. `--scale` multiplies tokens,
 `--hidden` the width; `--set a.b=c` overrides the base dict (e.g. train.workers=8 on a cluster).
@@ -233,6 +235,24 @@ def plan_result(plan: str, how: str, run: dict, scratch: dict | None) -> dict:
     }
 
 
+def iq_scores(results: list[dict], limit: int) -> None:
+    """Score each plan's final export on the IQ suite (at equal FLOPs: every plan spends the
+    budget) into its result, and print the table: exact match per task and plan."""
+    from raygrow.eval.config import EvalConfig
+    from raygrow.eval.evaluate import evaluate_export
+
+    config = EvalConfig(limit=limit)
+    for result in results:
+        result["iq"] = evaluate_export(str(Path(result["run_dir"]) / "export"), config)["scores"]
+    print(f"\nIQ suite (exact match, {limit} items per task) of each plan's final export, at equal FLOPs")
+    print(f"{'task':20}{'chance':>8}" + "".join(f"{r['plan']:>12}" for r in results))
+    for task in config.tasks:
+        print(f"{task:20}{results[0]['iq'][task]['chance']:8.3f}"
+              + "".join(f"{r['iq'][task]['exact_match']:12.3f}" for r in results))
+    print(f"{'mean':20}{'':8}" + "".join(
+        f"{sum(s['exact_match'] for s in r['iq'].values()) / len(r['iq']):12.3f}" for r in results))
+
+
 def print_table(results: list[dict], target: float) -> None:
     print(f"\ntarget: the from-scratch run's final validation loss {target:.4f}")
     header = (f"{'plan':12} {'FLOPs total':>12} {'final val':>9} {'FLOPs to target':>15} {'ratio':>6} "
@@ -306,6 +326,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override the base dict, e.g. --set train.workers=2 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--eval-limit", type=int, default=30,
+                        help="IQ-suite items per task for each plan's final export (0: no evaluation)")
     args = parser.parse_args(argv)
     if not args.scale > 0:
         parser.error(f"--scale: must be > 0, got {args.scale}")
@@ -363,6 +385,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"growth_speedup: error: {error}")
     target = results[0]["final_val_loss"]
     print_table(results, target)
+    if args.eval_limit > 0:
+        iq_scores(results, args.eval_limit)
     settings = {"scale": args.scale, "hidden": args.hidden, "corpus": args.corpus, "cpus": os.cpu_count(),
                 "base": base, "budget_flops": sizing.budget, "scratch_tokens": sizing.scratch_tokens,
                 "growth_timing_rule_tokens": sizing.rule_tokens, "small_fraction": SMALL_FRACTION}
