@@ -142,8 +142,8 @@ def _spare_cpus(training: StageSpec) -> float:
 
 def _memory(path: str) -> int:
     """What an evaluation declares: a few copies of the model's weights, at least 512 MiB."""
-    size = sum(entry.size for entry in storage.list_files(path) if entry.path.endswith(".safetensors")) \
-        if storage.exists(path) else 0
+    files = storage.list_files(path) if storage.exists(path) else []
+    size = sum(entry.size for entry in files if entry.path.endswith(".safetensors"))
     return max(512 << 20, 4 * size)
 
 
@@ -161,4 +161,5 @@ def _evaluate(launch: _Launch, s3: S3Config) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if launch.init is not None:
         export_checkpoint(launch.init, [launch.export], Manifest.load(launch.dataset))
-    return evaluate_export(launch.export, launch.config, threads=max(1, int(launch.config.cpus)))["scores"]
+    threads = max(1, int(launch.config.cpus))
+    return evaluate_export(launch.export, launch.config, threads=threads)["scores"]
