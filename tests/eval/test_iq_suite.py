@@ -100,7 +100,7 @@ def test_items_are_seeded_one_line_answers_with_the_asked_shots(name):
 
 def test_pattern_mining_shots_share_the_item_rule():
     entry = items("head_tail", 3, 1, 4)[0]
-    pairs = [block.split("\nA: ") for block in entry.prompt.split("\n\n")[:-1]]
+    pairs = [block.removeprefix("Q: ").split("\nA: ") for block in entry.prompt.split("\n\n")[:-1]]
     heads = {answer[:2] for _, answer in pairs} | {entry.answer[:2]}
     assert len(heads) == 1 and all(answer[2:-2] == question for question, answer in pairs)
     repeats = items("full_repeating", 3, 20, 1)
@@ -152,7 +152,7 @@ def test_a_model_trained_on_the_generators_scores_far_above_untrained(trained, u
     after, before = scores(trained), scores(untrained)
     print(json.dumps({name: (before[name]["exact_match"], after[name]["exact_match"]) for name in after}))
     assert after["full_repeating"]["exact_match"] >= 0.5
-    assert after["counting"]["exact_match"] >= 0.5
+    assert after["counting"]["exact_match"] >= 0.8  # measured: 1.0 (full_repeating 0.625)
     for name in TRAINED_TASKS:
         assert before[name]["exact_match"] == 0.0
         assert after[name]["loglik"] > before[name]["loglik"] + 10  # nats over the answer
