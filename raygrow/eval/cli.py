@@ -121,7 +121,7 @@ def eval_one(args: argparse.Namespace, config: EvalConfig) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
     else:
-        print(table({"score": result["scores"]}))
+        print(table({"": result["scores"]}))
         print(f"results: {out}")
     return 0
 
@@ -160,20 +160,20 @@ def stage_flops(run_dir: str) -> dict[int, float]:
 
 
 def table(columns: dict[str, dict[str, dict]]) -> str:
-    """Tasks as rows; chance, then one exact-match (or headline) column per result set, then the
-    gold log-likelihood per byte of the last."""
+    """Tasks as rows; chance, one exact-match (or headline) column per result set, then one gold
+    log-likelihood-per-byte column per result set (what moves first in a small model)."""
     from raygrow.eval.results import headline
 
     names = list(next(iter(columns.values())))
     width = max(len(name) for name in names) + 2
-    header = f"{'task':<{width}}{'chance':>8}" + "".join(f"{title:>10}" for title in columns) + \
-        f"{'ll/byte':>10}"
+    titles = [f"EM {title}" for title in columns] + [f"ll/B {title}" for title in columns]
+    header = f"{'task':<{width}}{'chance':>8}" + "".join(f"{title:>13}" for title in titles)
     lines = [header, "-" * len(header)]
     for name in names:
-        last = list(columns.values())[-1][name]
-        chance = last.get("chance")
-        cells = "".join(_cell(headline(scores[name])) for scores in columns.values())
-        lines.append(f"{name:<{width}}{_cell(chance, 8)}{cells}{_cell(last.get('loglik_per_byte'))}")
+        sets = [scores[name] for scores in columns.values()]
+        chance = sets[-1].get("chance")
+        cells = [headline(scores) for scores in sets] + [scores.get("loglik_per_byte") for scores in sets]
+        lines.append(f"{name:<{width}}{_cell(chance, 8)}" + "".join(_cell(cell, 13) for cell in cells))
     return "\n".join(lines)
 
 
