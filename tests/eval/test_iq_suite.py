@@ -175,3 +175,13 @@ def test_lm_eval_scores_the_written_iq_task_like_raygrow(trained, tmp_path):
     assert theirs[names[0]]["samples"] == 6
     assert theirs[names[0]]["exact_match,strip"] == pytest.approx(ours)
     assert ours > 0  # a comparison of something, not of two zeros
+
+
+def test_eval_may_be_added_or_changed_between_invocations_of_a_run():
+    from raygrow.resume import first_change, run_inputs
+
+    plan = {"model": {"layers": 1, "hidden": 32, "heads": 2, "ffn": 64}}
+    without = run_inputs(from_dict(RunConfig, plan).to_dict(), "data")
+    with_eval = run_inputs(from_dict(RunConfig, {**plan, "eval": {"tasks": ["counting"]}}).to_dict(), "data")
+    assert first_change(without, with_eval) is None
+    assert first_change({k: v for k, v in without.items() if k != "eval"}, without) is None  # older runs
