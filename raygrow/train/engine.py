@@ -40,6 +40,31 @@ def deepspeed_config(config: RunConfig, workers: int) -> dict:
     }
 
 
+def checkpoint_activations(model: torch.nn.Module, mode: str, every: int = 2) -> list[int]:
+    """Turn on the Hugging Face model's own activation (gradient) checkpointing, non-reentrant:
+    `mode` full = every decoder block, every_k = blocks 0, k, 2k, ... (k = `every`), none =
+    nothing. Returns the indices of the checkpointed blocks.
+
+    Transformers 5 decoder blocks are `GradientCheckpointingLayer`s: each reads its own
+    `gradient_checkpointing` flag at every forward (in training mode with gradients on), so
+    enabling the model and then clearing the flag of the blocks left out checkpoints exactly
+    the chosen ones. Non-reentrant checkpointing recomputes inside autograd, so forward hooks
+    (MSG masks), ZeRO-3's parameter gathering and compiled blocks see an ordinary forward."""
+    if mode == "none":
+        return []
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is None:  # transformers before the rename
+        enable = model.gradient_checkpointing_enable
+    enable({"use_reentrant": False})
+    step = 1 if mode == "full" else every
+    chosen = []
+    for index, block in enumerate(model.model.layers):
+        block.gradient_checkpointing = index % step == 0
+        if block.gradient_checkpointing:
+            chosen.append(index)
+    return chosen
+
+
 def _plain_gloo_on_cpu() -> None:
     """On CPU, DeepSpeed JIT-compiles a shared-memory allreduce op when it sets up its comm
     backend. Its compiler flags come from a CPU probe that answers differently under load, so

@@ -33,7 +33,9 @@ from raygrow.data import Manifest, PackedRows
 from raygrow.grow import TrainState, apply_masks, fold, mask_value, set_mask_value
 from raygrow.model import build_model, compile_blocks, flops_per_token
 from raygrow.train import checkpoint
-from raygrow.train.engine import engine_from_state, gather_full_state, set_lr
+from raygrow.train.engine import (
+    checkpoint_activations, engine_from_state, gather_full_state, set_lr,
+)
 from raygrow.train.metrics import device_peak
 from raygrow.train.records import EventRecord, Record, StepRecord, parse_record, to_json
 from raygrow.train.stage_run import StageRun
@@ -108,6 +110,8 @@ class Worker:
         model = build_model(self.config.model, self.vocab, self.config.train.seed, eos_id=eos_id)
         if self.masks is not None:
             apply_masks(model, self.masks, mask_value(self.progress.step, self.run.ramp_steps))
+        train = self.config.train
+        checkpoint_activations(model, train.activation_checkpointing, train.activation_checkpointing_every)
         if self.config.train.compile:
             compile_blocks(model)
         return engine_from_state(model.to(self.device), self.config, self.world, state)
