@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
+import secrets
 import time
 from typing import Any
 
@@ -95,12 +97,12 @@ class WandbBackend(Backend):
         import wandb
 
         self.wandb = wandb
-        self.run_id = state.get("id") or wandb.util.generate_id()
+        self.run_id = state.get("id") or secrets.token_hex(6)  # W&B ids: [a-z0-9]
         self.resumed = "id" in state
         self.last_step = int(state.get("step", 0))
         self.run = wandb.init(project=config.project, entity=config.entity, mode=config.mode,
                               dir=directory, id=self.run_id, name=name, resume="allow",
-                              settings=wandb.Settings(console="off", quiet=True))
+                              settings=wandb.Settings(console="off", silent=True))
 
     def log_config(self, config: dict[str, Any]) -> None:
         # A resume may change the fields that are safe to change (workers, intervals).
@@ -138,6 +140,10 @@ class MlflowBackend(Backend):
     def __init__(self, config: MlflowConfig, name: str, state: dict[str, Any]):
         from mlflow.tracking import MlflowClient
 
+        if (config.tracking_uri or "").startswith("file:"):
+            # MLflow 3 refuses its file store unless told that it is wanted; a `file:` URI in
+            # the config says so (the store still works; it gets no new features).
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = MlflowClient(tracking_uri=config.tracking_uri)
         self.resumed = "run_id" in state
         if self.resumed:

@@ -184,7 +184,7 @@ class RunTracker:
         if record.event == "growth":
             values["growth"] = 1.0
             if record.val_loss is not None and math.isfinite(record.val_loss):
-                values["growth/val_loss_after"] = float(record.val_loss)
+                values["val/loss_after_growth"] = float(record.val_loss)
         self._each("log_scalars", step, values)
         self._each("log_text", step, "events", self._describe(spec, record))
 
