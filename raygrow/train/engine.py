@@ -9,9 +9,13 @@ state is used directly.
 
 from __future__ import annotations
 
+import os
+import socket
+
 import deepspeed
 import deepspeed.ops
 import torch
+import torch.distributed as dist
 from deepspeed.utils import (
     safe_get_full_fp32_param,
     safe_get_full_optimizer_state,
@@ -63,6 +67,19 @@ def checkpoint_activations(model: torch.nn.Module, mode: str, every: int = 2) ->
         if block.gradient_checkpointing:
             chosen.append(index)
     return chosen
+
+
+def single_process_group() -> None:
+    """A one-rank gloo process group, as Ray Train gives each worker, so that a DeepSpeed engine
+    can be built in a plain process (benchmarks, tests)."""
+    if dist.is_initialized():
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0",
+                       "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
+    dist.init_process_group("gloo", rank=0, world_size=1)
 
 
 def _plain_gloo_on_cpu() -> None:

@@ -152,9 +152,7 @@ class Worker:
         return torch.from_numpy(row_ids), torch.from_numpy(tokens).long()
 
     def _loss(self, tokens: torch.Tensor) -> torch.Tensor:
-        tokens = tokens.to(self.device)
-        logits = self.engine(input_ids=tokens[:, :-1]).logits
-        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
+        return causal_lm_loss(self.engine, tokens.to(self.device))
 
     def train_step(self) -> dict:
         """One optimizer step on the next batch of the stream. A step whose gradient norm is not
@@ -303,6 +301,12 @@ class Worker:
     def emit(self, record: Record) -> None:
         if self.rank == 0 and self.run.sink is not None:
             self.run.sink.push.remote(record)
+
+
+def causal_lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy of packed rows (seq_len + 1 tokens each), in fp32."""
+    logits = model(input_ids=tokens[:, :-1]).logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
 
 
 def validation_share(total: int, world: int, rank: int, micro_batch: int) -> tuple[int, int, int]:
