@@ -256,3 +256,56 @@ def test_a_missing_tracker_library_is_refused_before_cluster_work(tmp_path, monk
         check_tracking(plan_config(str(tmp_path), wandb={"project": "p", "mode": "offline"}))
     assert error.value.field == "tracking.wandb" and "raygrow[tracking]" in str(error.value)
     check_tracking(plan_config(str(tmp_path), tensorboard=True))  # installed: no error
+
+
+@pytest.mark.ray
+def test_ray_two_stage_plan_with_every_tracker(ray_local, tiny_config, tmp_path):
+    """A real grown 2-stage plan, stopped after 2 steps and resumed, all three trackers on:
+    one tracked run each, every step once, the growth marker at the stage boundary."""
+    import dataclasses
+
+    from raygrow import driver
+    from raygrow.config import TrackingConfig
+
+    shape = {"hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64}
+    stages = [{"tokens": 3 * 512, "shape": {**shape, "layers": 1}},
+              {"tokens": 3 * 512, "shape": {**shape, "layers": 2}, "growth": {"depth_op": "stack"}}]
+    tracking = from_dict(TrackingConfig, {
+        "tensorboard": True, "every_s": 1,
+        "wandb": {"project": "raygrow-test", "mode": "offline"},
+        "mlflow": {"tracking_uri": f"file:{tmp_path}/mlruns", "experiment": "ray"}})
+
+    def plan(**train):
+        config = tiny_config("tracked-plan", model=None, stages=stages, train=train)
+        return dataclasses.replace(config, tracking=tracking)
+
+    stopped = driver.train(plan(stop_after=2), show_progress=False)
+    assert not stopped["complete"]
+    run_dir = plan().run_dir
+    first_ids = json.loads(Path(run_dir, "tracking.json").read_text())["backends"]
+    summary = driver.train(plan(), show_progress=False)
+    assert summary["complete"]
+    ids = json.loads(Path(run_dir, "tracking.json").read_text())["backends"]
+    assert ids["wandb"]["id"] == first_ids["wandb"]["id"]
+    assert ids["mlflow"]["run_id"] == first_ids["mlflow"]["run_id"]
+
+    scalars = tensorboard_scalars(f"{run_dir}/tensorboard")
+    assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, _ in scalars["growth"]] == [3]
+    assert [s for s, _ in scalars["events/resume"]] == [2]
+    assert any("growth" in text for _, text in tensorboard_texts(f"{run_dir}/tensorboard", "events"))
+
+    wandb_rows = [row for path in wandb_files(run_dir, ids["wandb"]["id"]) for row in wandb_history(path)]
+    assert len(wandb_files(run_dir, ids["wandb"]["id"])) == 2
+    assert sorted(row["_step"] for row in wandb_rows if "train/loss" in row) == [1, 2, 3, 4, 5, 6]
+    assert [row["_step"] for row in wandb_rows if "growth" in row] == [3]
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"file:{tmp_path}/mlruns")
+    run = client.get_run(ids["mlflow"]["run_id"])
+    assert run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [1, 2, 3, 4, 5, 6]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "growth")] == [3]
+    final = client.get_metric_history(run.info.run_id, "val/loss")[-1]
+    assert final.value == pytest.approx(summary["stages"][1]["final_val_loss"], rel=1e-6)
