@@ -207,6 +207,18 @@ def test_cursor_records_what_was_forwarded(tracked):
     assert cursors["stage-1"] == {"step": 3, "events": 1, "began": True, "ended": True}
 
 
+def test_a_tracker_that_cannot_start_is_left_out_and_the_rest_go_on(tmp_path, caplog):
+    config = plan_config(str(tmp_path), tensorboard=True,
+                         mlflow={"tracking_uri": "nosuchscheme://x", "experiment": "e"})
+    specs = plan_specs(config, f"{tmp_path}/datasets/key")
+    tracker = RunTracker(config, specs)
+    assert list(tracker.backends) == ["tensorboard"]
+    assert any("tracking: mlflow could not start" in r.getMessage() for r in caplog.records)
+    write(config.run_dir, "stage-0", [step(1, 5.0), step(2, 4.0)])
+    tracker.close(None, complete=False)
+    assert [s for s, _ in tensorboard_scalars(f"{config.run_dir}/tensorboard")["train/loss"]] == [1, 2]
+
+
 # ---- config and refusals --------------------------------------------------------------------
 
 

@@ -97,6 +97,7 @@ class WandbBackend(Backend):
         import wandb
 
         self.wandb = wandb
+        os.makedirs(directory, exist_ok=True)
         self.run_id = state.get("id") or secrets.token_hex(6)  # W&B ids: [a-z0-9]
         self.resumed = "id" in state
         self.last_step = int(state.get("step", 0))

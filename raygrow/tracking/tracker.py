@@ -97,20 +97,28 @@ class TrackingState:
 
 
 def open_backends(config: RunConfig, state: TrackingState) -> dict[str, Backend]:
-    """The run's trackers, each continuing its tracked run when `state` holds its id."""
+    """The run's trackers, each continuing its tracked run when `state` holds its id. One that
+    cannot start (no API key, a server down) is reported in one line and left out."""
     tracking, run_dir = config.tracking, config.run_dir
-    backends: dict[str, Backend] = {}
+    makers = {}
     if tracking.tensorboard:
-        backends["tensorboard"] = TensorBoardBackend(
+        makers["tensorboard"] = lambda: TensorBoardBackend(
             tracking.tensorboard_dir or storage.join(run_dir, "tensorboard"))
     if tracking.wandb is not None:
         directory = tracking.wandb.dir or run_dir
-        storage.make_dirs(directory)
-        backends["wandb"] = WandbBackend(tracking.wandb, config.name, directory,
-                                         state.backends.get("wandb", {}))
+        makers["wandb"] = lambda: WandbBackend(tracking.wandb, config.name, directory,
+                                               state.backends.get("wandb", {}))
     if tracking.mlflow is not None:
-        backends["mlflow"] = MlflowBackend(tracking.mlflow, config.name,
-                                           state.backends.get("mlflow", {}))
+        makers["mlflow"] = lambda: MlflowBackend(tracking.mlflow, config.name,
+                                                 state.backends.get("mlflow", {}))
+    backends: dict[str, Backend] = {}
+    for name, make in makers.items():
+        try:
+            backends[name] = make()
+        except ImportError:
+            raise
+        except Exception as error:  # noqa: BLE001: any library's error, reported in one line
+            _warn(name, "could not start", error)
     return backends
 
 
@@ -246,8 +254,7 @@ class RunTracker:
             try:
                 getattr(backend, method)(*args)
             except Exception as error:  # noqa: BLE001: any library's error, reported in one line
-                log.warning("tracking: %s failed (%s: %s); it is switched off for this invocation",
-                            name, type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+                _warn(name, "failed", error)
                 del self.backends[name]
 
     def _save(self) -> None:
@@ -264,6 +271,12 @@ def open_tracker(config: RunConfig, specs: list[StageSpec]) -> RunTracker | None
         return RunTracker(config, specs)
     except ImportError as error:  # check_tracking ran first; a broken install still says so
         raise RaygrowError(f"tracking: {error}; pip install 'raygrow[tracking]'") from None
+
+
+def _warn(name: str, what: str, error: Exception) -> None:
+    text = str(error).strip().splitlines()
+    log.warning("tracking: %s %s (%s: %s); it is off for this invocation, training goes on",
+                name, what, type(error).__name__, text[0] if text else "")
 
 
 def _offsets(specs: list[StageSpec]) -> list[int]:
