@@ -87,8 +87,8 @@ class TrackingState:
         if not storage.exists(path):
             return cls()
         raw = json.loads(storage.read_bytes(path))
-        return cls(backends=raw.get("backends", {}),
-                   cursors={name: SpecCursor(**cursor) for name, cursor in raw.get("cursors", {}).items()})
+        cursors = {name: SpecCursor(**cursor) for name, cursor in raw.get("cursors", {}).items()}
+        return cls(backends=raw.get("backends", {}), cursors=cursors)
 
     def save(self, path: str) -> None:
         data = {"backends": self.backends,
@@ -159,7 +159,8 @@ class RunTracker:
             self._each("flush")
             self._save()
 
-    def _forward(self, index: int, spec: StageSpec, cursor: SpecCursor, records: list[Record]) -> None:
+    def _forward(self, index: int, spec: StageSpec, cursor: SpecCursor,
+                 records: list[Record]) -> None:
         if not cursor.began:
             self._stage_marker(index, spec, "begins", self._global(index, spec, spec.start_step))
             cursor.began = True
