@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                         help="default: bf16 on a GPU, fp32 on CPU")
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one mode, in its own process
+    # one mode, measured in a process of its own (set by main)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -57,8 +58,8 @@ def run_config(args: argparse.Namespace, mode: str, precision: str):
 
     rows = args.micro_batch * args.accum
     return from_dict(RunConfig, {
-        "model": {"layers": args.layers, "hidden": args.hidden, "heads": args.heads, "ffn": args.ffn,
-                  "vocab": args.vocab, "max_positions": args.seq},
+        "model": {"layers": args.layers, "hidden": args.hidden, "heads": args.heads,
+                  "ffn": args.ffn, "vocab": args.vocab, "max_positions": args.seq},
         "data": {"seq_len": args.seq},
         "train": {"batch_tokens": rows * args.seq, "micro_batch": args.micro_batch,
                   "zero_stage": args.zero, "precision": precision, "warmup_steps": 0,
@@ -86,7 +87,8 @@ def measure(args: argparse.Namespace, mode: str) -> dict:
     chosen = checkpoint_activations(model, mode, args.every)
     engine = engine_from_state(model.to(device), config, 1)
     generator = torch.Generator().manual_seed(0)
-    batches = torch.randint(0, args.vocab, (args.steps, config.batch_rows, args.seq + 1), generator=generator)
+    batches = torch.randint(0, args.vocab, (args.steps, config.batch_rows, args.seq + 1),
+                            generator=generator)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -104,9 +106,9 @@ def measure(args: argparse.Namespace, mode: str) -> dict:
         seconds.append(time.perf_counter() - started)
     peak = (torch.cuda.max_memory_allocated() if cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"mode": mode, "blocks": chosen, "device": torch.cuda.get_device_name() if cuda else "cpu",
-            "peak": peak, "base": base, "step_s": statistics.median(seconds[1:] or seconds),
-            "losses": losses}
+    return {"mode": mode, "blocks": chosen,
+            "device": torch.cuda.get_device_name() if cuda else "cpu", "peak": peak, "base": base,
+            "step_s": statistics.median(seconds[1:] or seconds), "losses": losses}
 
 
 def run_child(args: argparse.Namespace, mode: str) -> dict:
@@ -122,17 +124,17 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     cuda = results[0]["device"] != "cpu"
     what = "CUDA max allocated" if cuda else "peak RSS"
     plain = next((r for r in results if r["mode"] == "none"), results[0])
-    lines = [f"device {results[0]['device']}; {args.layers} layers × {args.hidden}, seq {args.seq}, "
-             f"micro-batch {args.micro_batch} × {args.accum}, ZeRO-{args.zero}, "
+    lines = [f"device {results[0]['device']}; {args.layers} layers × {args.hidden}, "
+             f"seq {args.seq}, micro-batch {args.micro_batch} × {args.accum}, ZeRO-{args.zero}, "
              f"{args.precision or ('bf16' if cuda else 'fp32')}, {args.steps} steps",
              f"| mode | blocks | {what} MiB | ratio | above engine MiB | ratio | step s | ratio |",
              "|---|---|---|---|---|---|---|---|"]
     for result in results:
         above, plain_above = result["peak"] - result["base"], plain["peak"] - plain["base"]
         name = f"every_k (k={args.every})" if result["mode"] == "every_k" else result["mode"]
-        lines.append(f"| {name} | {len(result['blocks'])}/{args.layers} | {result['peak'] / 2**20:,.0f} | "
-                     f"{result['peak'] / plain['peak']:.2f} | {above / 2**20:,.0f} | "
-                     f"{above / plain_above:.2f} | {result['step_s']:.3f} | "
+        lines.append(f"| {name} | {len(result['blocks'])}/{args.layers} | "
+                     f"{result['peak'] / 2**20:,.0f} | {result['peak'] / plain['peak']:.2f} | "
+                     f"{above / 2**20:,.0f} | {above / plain_above:.2f} | {result['step_s']:.3f} | "
                      f"{result['step_s'] / plain['step_s']:.2f} |")
     drift = max(abs(a - b) for r in results for a, b in zip(r["losses"], plain["losses"]))
     lines.append(f"largest loss difference from `none` over the steps: {drift:.2e}")
