@@ -30,6 +30,7 @@ from raygrow.lease import Lease
 from raygrow.model import flops_per_token, tokens_for_flops
 from raygrow.report import plot_run
 from raygrow.resume import check_inputs, run_inputs
+from raygrow.tracking import RunTracker, check_tracking, open_tracker
 from raygrow.train.metrics import MetricsLog
 
 log = logging.getLogger("raygrow")
@@ -47,6 +48,7 @@ def check(config: RunConfig) -> DatasetPlan:
         from raygrow.eval.evaluate import check as check_eval
 
         check_eval(config.eval)
+    check_tracking(config)
     plan = plan_dataset(config)
     if storage.info(config.run_dir).type not in (storage.FileType.NotFound, storage.FileType.Directory):
         raise ConfigError("name", f"{config.run_dir} exists and is not a directory")
@@ -97,9 +99,10 @@ def ray_logs_dir() -> str | None:
 
 
 def _watch(coordinator, config: RunConfig, specs: list[StageSpec], show_progress: bool,
-           stop: StopSignal) -> RunOutcome:
-    """Wait for the coordinator's outcome, with a progress bar per spec; on SIGTERM or Ctrl-C
-    ask it to stop at the next step boundary, with a checkpoint, within `train.stop_grace_s`."""
+           stop: StopSignal, tracker: RunTracker | None = None) -> RunOutcome:
+    """Wait for the coordinator's outcome, with a progress bar per spec (and the run's new
+    records forwarded to its trackers); on SIGTERM or Ctrl-C ask it to stop at the next step
+    boundary, with a checkpoint, within `train.stop_grace_s`."""
     future = coordinator.run.remote()
     progress = _Progress(specs, show_progress)
     deadline = None
@@ -124,6 +127,8 @@ def _watch(coordinator, config: RunConfig, specs: list[StageSpec], show_progress
             for message in status.pop("messages", []):
                 progress.write(f"raygrow: {message}")
             progress.show(status)
+            if tracker is not None:
+                tracker.poll()
     finally:
         progress.close()
     try:
@@ -209,7 +214,7 @@ def check_resume_inputs(config: RunConfig, inputs: dict) -> None:
 
 
 def execute(config: RunConfig, specs: list[StageSpec], inputs: dict, autoscaling: bool,
-            show_progress: bool = True) -> RunOutcome:
+            show_progress: bool = True, tracker: RunTracker | None = None) -> RunOutcome:
     """Run `specs` with the run's coordinator (one per run directory on the cluster), holding the
     run's lease (one writer per run directory, across clusters) while it runs."""
     from raygrow.coordinator import Coordinator
@@ -230,7 +235,7 @@ def execute(config: RunConfig, specs: list[StageSpec], inputs: dict, autoscaling
                                "pick another --name") from None
         try:
             with StopSignal() as stop:
-                outcome = _watch(coordinator, config, specs, show_progress, stop)
+                outcome = _watch(coordinator, config, specs, show_progress, stop, tracker)
             outcome.stopped_by = stop.received
             return outcome
         finally:
@@ -252,10 +257,16 @@ def train(config: RunConfig, show_progress: bool = True) -> dict:
             raise ConfigError("model.vocab" if not config.stages else f"stages[{index}].shape.vocab",
                               f"{stage.shape.vocab} is smaller than the tokenizer's {manifest.vocab_size} "
                               "tokens; raise it or leave it unset")
-    outcome = execute(config, specs, inputs, autoscaling, show_progress)
-    vocab = config.plan_stages[0].shape.vocab_size(manifest.vocab_size)
-    summary = summarise_plan(config, specs, outcome, storage.canonical(config.run_dir), plan.directory,
-                             vocab, ray_logs_dir())
+    tracker = open_tracker(config, specs)
+    summary = None
+    try:
+        outcome = execute(config, specs, inputs, autoscaling, show_progress, tracker)
+        vocab = config.plan_stages[0].shape.vocab_size(manifest.vocab_size)
+        summary = summarise_plan(config, specs, outcome, storage.canonical(config.run_dir),
+                                 plan.directory, vocab, ray_logs_dir())
+    finally:
+        if tracker is not None:
+            tracker.close(summary, complete=bool(summary and summary["complete"]))
     if outcome.failure:  # summary.json says incomplete; the command says why, in one line
         raise RaygrowError(outcome.failure)
     return {**summary, "stopped_by": outcome.stopped_by}

@@ -24,6 +24,7 @@ SAFE_TO_CHANGE = (
     "train.stop_after", "train.max_failures", "train.resource_timeout_s", "train.deterministic",
     "train.log_rows", "train.compile", "train.stop_grace_s", "train.lease_timeout_s", "checkpoint.*",
     "stages[*].workers", "stages[*].workers.*", "stages[*].zero_stage", "eval", "eval.*", "tracking.*",
+    "tracking.*.*", "train.activation_checkpointing", "train.activation_checkpointing_every",
 )
 _SAFE = [re.compile(re.escape(p).replace(r"\*", r"[^.]+") + r"$") for p in SAFE_TO_CHANGE]
 # Lists that may grow at the end between invocations: a versions plan gets new versions.

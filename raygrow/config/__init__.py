@@ -17,10 +17,13 @@ from raygrow.config.operators import LR_POLICIES, OPERATORS, OPTIMIZER_POLICIES,
 from raygrow.config.run import (
     CheckpointConfig,
     DataConfig,
+    MlflowConfig,
     RunConfig,
     S3Config,
     StageConfig,
+    TrackingConfig,
     TrainConfig,
+    WandbConfig,
     WorkerRange,
     load_config,
 )
@@ -29,7 +32,8 @@ from raygrow.config.versions import DocumentSlice, VersionsConfig, VersionSpec
 
 __all__ = [
     "LR_POLICIES", "OPERATORS", "OPTIMIZER_POLICIES", "CheckpointConfig", "DataConfig",
-    "DocumentSlice", "GrowthConfig", "Operator", "RunConfig", "S3Config", "Shape", "StageConfig",
-    "TrainConfig", "VersionSpec", "VersionsConfig", "WorkerRange", "apply_override",
-    "check_growth", "from_dict", "load_config", "read_yaml", "require",
+    "DocumentSlice", "GrowthConfig", "MlflowConfig", "Operator", "RunConfig", "S3Config", "Shape",
+    "StageConfig", "TrackingConfig", "TrainConfig", "VersionSpec", "VersionsConfig", "WandbConfig",
+    "WorkerRange", "apply_override", "check_growth", "from_dict", "load_config", "read_yaml",
+    "require",
 ]

@@ -97,6 +97,11 @@ class TrainConfig:
     log_rows: bool = False  # debug: each rank writes the packed-row ids it trains on to <run>/rows/
     compile: bool = False  # torch.compile each transformer block (regional; names unchanged): faster
     #                        steps on a GPU after a one-off compile; ZeRO 0-2 only
+    activation_checkpointing: Literal["none", "full", "every_k"] = "none"  # recompute blocks'
+    #   activations in the backward pass instead of keeping them (less memory, ~1/3 more compute):
+    #   none; full = every decoder block; every_k = blocks 0, k, 2k, ... (the Hugging Face model's
+    #   own non-reentrant gradient checkpointing)
+    activation_checkpointing_every: int = 2  # every_k: the k
 
     def __post_init__(self) -> None:
         require(self.tokens >= 1, "tokens", f"must be ≥ 1, got {self.tokens}")
@@ -130,6 +135,11 @@ class TrainConfig:
         require(not (self.compile and self.zero_stage == 3), "compile",
                  "is not supported with zero_stage 3 (ZeRO-3 gathers parameters inside the blocks); "
                  "use zero_stage 0-2 or compile: false")
+        require(self.activation_checkpointing in ("none", "full", "every_k"), "activation_checkpointing",
+                f"must be none, full or every_k, got {self.activation_checkpointing!r}")
+        require(isinstance(self.activation_checkpointing_every, int)
+                and self.activation_checkpointing_every >= 1, "activation_checkpointing_every",
+                f"must be a whole number ≥ 1, got {self.activation_checkpointing_every!r}")
         require(self.stop_after is None or self.stop_after >= 1, "stop_after",
                  f"must be ≥ 1, got {self.stop_after}")
         for name in ("log_every", "val_every", "val_rows"):
@@ -158,6 +168,51 @@ class S3Config:
     def __post_init__(self) -> None:
         require(self.endpoint_url is None or self.endpoint_url.startswith(("http://", "https://")),
                  "endpoint_url", f"must be an http:// or https:// URL, got {self.endpoint_url!r}")
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases: the run is one W&B run, resumed by id when the run resumes."""
+
+    project: str  # W&B project the run is logged to
+    mode: Literal["online", "offline", "disabled"] = "online"  # offline: files only (`wandb sync` later)
+    entity: str | None = None  # team or user; None = the API key's default entity
+    dir: str | None = None  # local directory for W&B's files; None = the run directory (local
+    #                         storage only: W&B writes to a local disk)
+
+    def __post_init__(self) -> None:
+        require(bool(self.project), "project", "must name a W&B project")
+
+
+@dataclass
+class MlflowConfig:
+    """MLflow: the run is one MLflow run in `experiment`, continued by id when the run resumes."""
+
+    tracking_uri: str | None = None  # a server (http://…), `file:/path` or a database URI;
+    #                                  None = MLFLOW_TRACKING_URI, else MLflow's own default
+    experiment: str = "raygrow"  # created when missing
+
+    def __post_init__(self) -> None:
+        require(bool(self.experiment), "experiment", "must name an MLflow experiment")
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment trackers the driver logs the run to (config, per-step metrics, validation,
+    growth events and stage boundaries); each is off unless given."""
+
+    tensorboard: bool = False  # TensorBoard event files
+    tensorboard_dir: str | None = None  # None = <run directory>/tensorboard (local storage only)
+    wandb: WandbConfig | None = None
+    mlflow: MlflowConfig | None = None
+    every_s: float = 10.0  # how often the driver forwards new records while a stage trains
+
+    def __post_init__(self) -> None:
+        require(self.every_s > 0, "every_s", f"must be > 0 seconds, got {self.every_s}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.tensorboard or self.wandb is not None or self.mlflow is not None
 
 
 @dataclass
@@ -208,6 +263,7 @@ class RunConfig:
     versions: VersionsConfig | None = None  # data versions released one after another (raygrow.versions)
     s3: S3Config = field(default_factory=S3Config)
     eval: eval_config.EvalConfig | None = None  # evaluate the stages' exports (raygrow.eval)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         require(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name",
@@ -224,6 +280,7 @@ class RunConfig:
                 self._check_growth(index)
         for index, stage in enumerate(self.plan_stages):
             self._check_stage(f"stages[{index}]." if self.stages else "", stage)
+        self._check_tracking()
         if self.versions is not None:
             require(not self.stages, "stages", "a versions plan trains `model` and grows at version "
                     "boundaries (versions.data[k].shape and .growth); leave stages out")
@@ -242,6 +299,17 @@ class RunConfig:
         require(not after.growth.masked or after.growth.ramp_steps < steps, f"{where}.growth.ramp_steps",
                 f"the mask ramp ({after.growth.ramp_steps} steps) must end inside the stage's "
                 f"{steps} steps; lower it below {steps} or give the stage more tokens")
+
+    def _check_tracking(self) -> None:
+        """TensorBoard and W&B write to a local disk: with s3:// storage they need a local dir."""
+        if not self.storage.startswith("s3://"):
+            return
+        tracking = self.tracking
+        require(not tracking.tensorboard or tracking.tensorboard_dir is not None,
+                "tracking.tensorboard_dir", "required when storage is s3:// (TensorBoard writes "
+                "to a local directory); give one")
+        require(tracking.wandb is None or tracking.wandb.dir is not None, "tracking.wandb.dir",
+                "required when storage is s3:// (W&B writes to a local directory); give one")
 
     def _check_stage(self, where: str, stage: StageConfig) -> None:
         if stage.shape is not None:

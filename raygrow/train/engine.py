@@ -9,9 +9,13 @@ state is used directly.
 
 from __future__ import annotations
 
+import os
+import socket
+
 import deepspeed
 import deepspeed.ops
 import torch
+import torch.distributed as dist
 from deepspeed.utils import (
     safe_get_full_fp32_param,
     safe_get_full_optimizer_state,
@@ -38,6 +42,44 @@ def deepspeed_config(config: RunConfig, workers: int) -> dict:
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
     }
+
+
+def checkpoint_activations(model: torch.nn.Module, mode: str, every: int = 2) -> list[int]:
+    """Turn on the Hugging Face model's own activation (gradient) checkpointing, non-reentrant:
+    `mode` full = every decoder block, every_k = blocks 0, k, 2k, ... (k = `every`), none =
+    nothing. Returns the indices of the checkpointed blocks.
+
+    Transformers 5 decoder blocks are `GradientCheckpointingLayer`s: each reads its own
+    `gradient_checkpointing` flag at every forward (in training mode with gradients on), so
+    enabling the model and then clearing the flag of the blocks left out checkpoints exactly
+    the chosen ones. Non-reentrant checkpointing recomputes inside autograd, so forward hooks
+    (MSG masks), ZeRO-3's parameter gathering and compiled blocks see an ordinary forward."""
+    if mode == "none":
+        return []
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is None:  # transformers before the rename
+        enable = model.gradient_checkpointing_enable
+    enable({"use_reentrant": False})
+    step = 1 if mode == "full" else every
+    chosen = []
+    for index, block in enumerate(model.model.layers):
+        block.gradient_checkpointing = index % step == 0
+        if block.gradient_checkpointing:
+            chosen.append(index)
+    return chosen
+
+
+def single_process_group() -> None:
+    """A one-rank gloo process group, as Ray Train gives each worker, so that a DeepSpeed engine
+    can be built in a plain process (benchmarks, tests)."""
+    if dist.is_initialized():
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0",
+                       "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
+    dist.init_process_group("gloo", rank=0, world_size=1)
 
 
 def _plain_gloo_on_cpu() -> None:

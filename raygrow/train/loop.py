@@ -33,7 +33,9 @@ from raygrow.data import Manifest, PackedRows
 from raygrow.grow import TrainState, apply_masks, fold, mask_value, set_mask_value
 from raygrow.model import build_model, compile_blocks, flops_per_token
 from raygrow.train import checkpoint
-from raygrow.train.engine import engine_from_state, gather_full_state, set_lr
+from raygrow.train.engine import (
+    checkpoint_activations, engine_from_state, gather_full_state, set_lr,
+)
 from raygrow.train.metrics import device_peak
 from raygrow.train.records import EventRecord, Record, StepRecord, parse_record, to_json
 from raygrow.train.stage_run import StageRun
@@ -108,6 +110,8 @@ class Worker:
         model = build_model(self.config.model, self.vocab, self.config.train.seed, eos_id=eos_id)
         if self.masks is not None:
             apply_masks(model, self.masks, mask_value(self.progress.step, self.run.ramp_steps))
+        train = self.config.train
+        checkpoint_activations(model, train.activation_checkpointing, train.activation_checkpointing_every)
         if self.config.train.compile:
             compile_blocks(model)
         return engine_from_state(model.to(self.device), self.config, self.world, state)
@@ -148,9 +152,7 @@ class Worker:
         return torch.from_numpy(row_ids), torch.from_numpy(tokens).long()
 
     def _loss(self, tokens: torch.Tensor) -> torch.Tensor:
-        tokens = tokens.to(self.device)
-        logits = self.engine(input_ids=tokens[:, :-1]).logits
-        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
+        return causal_lm_loss(self.engine, tokens.to(self.device))
 
     def train_step(self) -> dict:
         """One optimizer step on the next batch of the stream. A step whose gradient norm is not
@@ -299,6 +301,12 @@ class Worker:
     def emit(self, record: Record) -> None:
         if self.rank == 0 and self.run.sink is not None:
             self.run.sink.push.remote(record)
+
+
+def causal_lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy of packed rows (seq_len + 1 tokens each), in fp32."""
+    logits = model(input_ids=tokens[:, :-1]).logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
 
 
 def validation_share(total: int, world: int, rank: int, micro_batch: int) -> tuple[int, int, int]:
