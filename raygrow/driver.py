@@ -15,7 +15,6 @@ import threading
 import time
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 from raygrow import storage
@@ -28,6 +27,7 @@ from raygrow.data import DatasetPlan, Manifest, plan_dataset, prepare
 from raygrow.errors import ConfigError, RaygrowError, first_line
 from raygrow.lease import Lease
 from raygrow.model import flops_per_token, tokens_for_flops
+from raygrow.train.resources import on_this_node
 from raygrow.report import plot_run
 from raygrow.resume import check_inputs, run_inputs
 from raygrow.tracking import RunTracker, check_tracking, open_tracker
@@ -226,9 +226,8 @@ def execute(config: RunConfig, specs: list[StageSpec], inputs: dict, autoscaling
         try:  # every driver (each `ray job submit`, each Tune trial) has its own namespace: name it in ours
             # On the driver's node (the head, for `ray job submit`): losing a worker node must
             # not take the run's control plane with it.
-            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
             coordinator = Coordinator.options(name=name, namespace=COORDINATOR_NAMESPACE,
-                                              scheduling_strategy=here).remote(
+                                              scheduling_strategy=on_this_node()).remote(
                 specs, config.run_dir, inputs, config.s3, autoscaling, os.environ.get("RAYGROW_FAULT"))
         except ValueError:  # the name is taken: another driver is running this run
             raise RaygrowError(f"run {config.name} is already running on this cluster; wait for it or "

@@ -150,7 +150,8 @@ class PackedRows:
         self.window = window
         self.seq_len = manifest.seq_len
         self._shards, self._shard_rows = manifest.shards(split)
-        self._shard_starts = np.concatenate([[0], np.cumsum(self._shard_rows)]).astype(np.int64)
+        self._sizes = np.asarray(self._shard_rows, dtype=np.int64)
+        self._shard_starts = np.concatenate([[0], np.cumsum(self._sizes)])
         self.num_rows = int(self._shard_starts[-1])
         if self.num_rows == 0:
             raise DataError(f"{directory} has no {split} rows; prepare the data again with more text")
@@ -197,7 +198,7 @@ class PackedRows:
         for k in np.unique(windows):
             here = windows == k
             shards = layout.window_shards(int(k))
-            sizes = np.asarray(self._shard_rows, dtype=np.int64)[shards]
+            sizes = self._sizes[shards]
             local = self._permutation(epoch, int(k), int(sizes.sum()))[offsets[here] - layout.window_starts[k]]
             starts = np.concatenate([[0], np.cumsum(sizes)])
             which = np.searchsorted(starts, local, side="right") - 1
@@ -208,8 +209,8 @@ class PackedRows:
         if epoch not in self._layouts:
             if len(self._layouts) >= 2:  # a take may straddle one epoch boundary
                 self._layouts.pop(min(self._layouts))
-            shards = keyed_permutation(len(self._shard_rows), _key(self.shuffle_seed, epoch, salt=1))
-            sizes = np.asarray(self._shard_rows, dtype=np.int64)[shards]
+            shards = keyed_permutation(len(self._sizes), _key(self.shuffle_seed, epoch, salt=1))
+            sizes = self._sizes[shards]
             ends = np.cumsum(sizes)[self.window - 1::self.window]
             if len(sizes) % self.window:
                 ends = np.concatenate([ends, [sizes.sum()]])
@@ -236,5 +237,6 @@ class PackedRows:
         return rows
 
     @property
-    def cached_bytes(self) -> int:
-        return sum(rows.nbytes for rows in self._loaded.values())
+    def cached_shards(self) -> int:
+        """Shards held in memory now (at most `cache_shards`)."""
+        return len(self._loaded)

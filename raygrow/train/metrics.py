@@ -118,10 +118,9 @@ class MetricsLog:
 def local_sink():
     """A MetricsSink on this process's node (the coordinator's): a lost worker node must not
     take the records of the stage with it."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    from raygrow.train.resources import on_this_node
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return MetricsSink.options(scheduling_strategy=here).remote()
+    return MetricsSink.options(scheduling_strategy=on_this_node()).remote()
 
 
 @ray.remote(num_cpus=0)

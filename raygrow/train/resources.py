@@ -14,6 +14,14 @@ from raygrow.errors import ConfigError
 log = logging.getLogger("raygrow")
 
 
+def on_this_node():
+    """A scheduling strategy that keeps an actor on this process's node (the driver's): the
+    run's control plane should not go down with a worker node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+
+
 def node_resources() -> list[dict[str, float]]:
     """The resources of each alive node (what one worker bundle can be placed on)."""
     return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
@@ -63,20 +71,21 @@ def check_schedulable(config: RunConfig, workers: int | WorkerRange, autoscaling
     deadline, next_note = started + timeout_s, 0.0
     while True:
         nodes = node_resources()
-        if bundles_that_fit(resources, nodes) >= low:
+        fits = bundles_that_fit(resources, nodes)
+        if fits >= low:
             return time.monotonic() - started
         need = ", ".join(f"{amount:g} {name}" for name, amount in resources.items())
         largest = ", ".join(f"{max((n.get(name, 0) for n in nodes), default=0):g} {name}" for name in resources)
         if not autoscaling or time.monotonic() > deadline:
             why = (f"one worker needs {need} but the largest node has {largest}; lower "
                    "train.cpus_per_worker or add bigger nodes"
-                   if bundles_that_fit(resources, nodes) == 0 else
+                   if fits == 0 else
                    f"{low} worker(s) need {need} each, on one node each, but the nodes hold "
-                   f"{bundles_that_fit(resources, nodes)}; lower the worker count or add nodes")
+                   f"{fits}; lower the worker count or add nodes")
             raise ConfigError("train.workers", (f"{stage}: " if stage else "") + why
                               + ("" if not autoscaling else f" (waited {timeout_s:g} s)"))
         if time.monotonic() >= next_note:
             log.info("waiting for the cluster to grow: %d worker(s) need %s each, it holds %d",
-                     low, need, bundles_that_fit(resources, nodes))
+                     low, need, fits)
             next_note = time.monotonic() + 30
         time.sleep(2)
