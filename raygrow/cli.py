@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    # Other libraries' INFO lines (matplotlib's font cache, filelock, ...) only with --verbose.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("raygrow").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     try:
         return args.handler(args)
