@@ -15,7 +15,12 @@ PROBE = textwrap.dedent("""
     from ray.cluster_utils import Cluster
     from raygrow.config import RunConfig, WorkerRange, from_dict
     from raygrow.errors import ConfigError
-    from raygrow.train.resources import check_schedulable, worker_resources
+    from raygrow.train.resources import check_schedulable, on_this_node, worker_resources
+
+    @ray.remote(num_cpus=0)
+    class ControlPlane:  # zero CPUs, as the coordinator and the metrics sink
+        def node(self):
+            return ray.get_runtime_context().get_node_id()
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
     cluster.add_node(num_cpus=2)
@@ -27,6 +32,9 @@ PROBE = textwrap.dedent("""
             return from_dict(RunConfig, {"model": {"layers": 1, "hidden": 32, "heads": 4},
                                          "train": {"tokens": 8192 * 4, "batch_tokens": 8192, "micro_batch": 4, **train}})
         out["cluster_cpus"] = ray.cluster_resources()["CPU"]
+        here = ray.get_runtime_context().get_node_id()
+        actors = [ControlPlane.options(scheduling_strategy=on_this_node()).remote() for _ in range(8)]
+        out["control_plane_here"] = [ray.get(actor.node.remote()) == here for actor in actors]
         out["default_one_worker"] = worker_resources(config(), 1)[0]["CPU"]
         out["default_two_workers"] = worker_resources(config(), 2)[0]["CPU"]
         check_schedulable(config(cpus_per_worker=2), 2, False, 0, stage="stage-1")  # one per node
@@ -56,6 +64,8 @@ def test_a_worker_bundle_is_compared_with_what_one_node_holds():
     assert done.returncode == 0 and lines, done.stderr[-3000:]
     out = json.loads(lines[-1][len("RESULT "):])
     assert out["cluster_cpus"] == 4
+    # the coordinator and the metrics sink stay on the driver's node (soft affinity did not: 5 of 8)
+    assert all(out["control_plane_here"]), out["control_plane_here"]
     # the default share is capped by the largest node: one worker gets 2 CPUs, not the cluster's 4
     assert out["default_one_worker"] == 2 and out["default_two_workers"] == 2
     assert out["too_big"] == ("train.workers: stage-1: one worker needs 3 CPU but the largest node has "
@@ -64,3 +74,81 @@ def test_a_worker_bundle_is_compared_with_what_one_node_holds():
     assert out["too_many"].startswith("train.workers: stage-1: 3 worker(s) need 2 CPU each, on one node "
                                       "each, but the nodes hold 2")
     assert out["elastic"] == "fits"
+
+
+NODE_LOSS = textwrap.dedent("""
+    import json, sys, threading, time
+    from pathlib import Path
+    import ray
+    from ray.cluster_utils import Cluster
+    from raygrow import driver
+    from raygrow.config import RunConfig, from_dict
+
+    storage = sys.argv[1]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
+    ray.init(address=cluster.address, logging_level="ERROR")
+    cluster.wait_for_nodes()
+    config = from_dict(RunConfig, {
+        "name": "node-loss", "storage": storage,
+        "data": {"source": "stdlib", "seq_len": 32, "max_documents": 60, "val_fraction": 0.1,
+                 "rows_per_shard": 512},
+        "stages": [{"shape": {"layers": 2, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64},
+                    "tokens": 8 * 512, "workers": {"min": 1, "max": 2}}],
+        "train": {"batch_tokens": 512, "micro_batch": 4, "cpus_per_worker": 2, "zero_stage": 2, "lr": 1e-3,
+                  "warmup_steps": 2, "log_every": 1, "val_every": 4, "val_rows": 8, "max_failures": 3,
+                  "log_rows": True},
+        "checkpoint": {"every_steps": 2, "keep": 5}})
+    out = {}
+    def train():
+        try:
+            out["summary"] = driver.train(config, show_progress=False)
+        except Exception as error:  # reported in the result
+            out["error"] = f"{type(error).__name__}: {error}"
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    metrics = Path(config.run_dir) / "stage-0" / "metrics.jsonl"
+    removed = None
+    deadline = time.monotonic() + 600
+    while removed is None and time.monotonic() < deadline and thread.is_alive():
+        records = [json.loads(l) for l in metrics.read_text().splitlines()] if metrics.exists() else []
+        placed = [r for r in records if r.get("event") == "placement"]
+        if placed and any(r.get("step", 0) >= 3 and "event" not in r for r in records):
+            rank1 = placed[-1]["detail"]["ranks"][1]["node"]
+            node = next(n for n in workers if n.node_id == rank1)
+            cluster.remove_node(node, allow_graceful=False)  # the node of rank 1 is gone
+            removed = rank1
+        time.sleep(0.5)
+    thread.join(timeout=900)
+    records = [json.loads(l) for l in metrics.read_text().splitlines()]
+    rows = []
+    for path in sorted((Path(config.run_dir) / "stage-0" / "rows").glob("rank-*.jsonl")):
+        rows += [row for line in path.read_text().splitlines() for row in json.loads(line)["rows"]]
+    print("RESULT " + json.dumps({
+        "removed": removed, "complete": out.get("summary", {}).get("complete"), "error": out.get("error"),
+        "placements": [r["detail"]["ranks"] for r in records if r.get("event") == "placement"],
+        "resumes": [r["step"] for r in records if r.get("event") == "resume"],
+        "rows": rows, "batch_rows": config.batch_rows, "steps": 8}))
+    ray.shutdown()
+    cluster.shutdown()
+""")
+
+
+@pytest.mark.ray
+@pytest.mark.nodes
+def test_a_lost_node_shrinks_an_elastic_stage_and_every_row_is_trained_once(tmp_path):
+    """Workers {min 1, max 2} of 2 CPUs on two 2-CPU nodes: the node of rank 1 is removed after
+    step 3; the stage goes on with 1 worker from its last checkpoint and ends with each row once."""
+    done = subprocess.run([sys.executable, "-c", NODE_LOSS, str(tmp_path / "runs")], capture_output=True,
+                          text=True, timeout=1500)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-4000:]
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert out["removed"] and out["complete"], out["error"]
+    first, *_, last = out["placements"]
+    assert len(first) == 2 and len({rank["node"] for rank in first}) == 2  # one worker per node
+    assert len(last) == 1 and last[0]["node"] != out["removed"]  # shrunk onto the node that is left
+    assert out["resumes"] and out["resumes"][-1] in (2, 4)  # from the last checkpoint before the loss
+    rows = out["rows"]
+    assert len(rows) == len(set(rows)) == out["steps"] * out["batch_rows"]  # each row exactly once
