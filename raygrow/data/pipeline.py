@@ -217,10 +217,12 @@ class _SourceRows:
 def _pack(plan: DatasetPlan, temp: str, show_progress: bool) -> Manifest:
     data = plan.config
     mixed = len(plan.sources) > 1
-    packing = [_SourceRows({split: ShardWriter(f"{temp}/{SPOOL}/{index}" if mixed else temp, split,
-                                               data.seq_len, data.rows_per_shard)
+    directories = [f"{temp}/{SPOOL}/{index}" if mixed else temp for index in range(len(plan.sources))]
+    for directory in directories if mixed else ():
+        storage.make_dirs(directory)
+    packing = [_SourceRows({split: ShardWriter(directory, split, data.seq_len, data.rows_per_shard)
                             for split in ("train", "val")})
-               for index in range(len(plan.sources))]
+               for directory in directories]
     logger.info("preparing %s (%d files) with tokenizer %s", _described(plan),
                 sum(len(source.files) for source in plan.sources), data.tokenizer)
     for batch in _tokenized_batches(plan, show_progress):
@@ -285,8 +287,9 @@ def _mixed(plan: DatasetPlan, packing: list[_SourceRows], temp: str) -> dict[str
         ran_out = [index for index, writer in enumerate(packed) if used[index] == writer.rows]
         left = sum(writer.rows for writer in packed) - len(order)
         if left:
-            logger.warning("mixture (%s rows): %s ran out first; %d packed rows of the other "
-                           "sources are left out", split, data.source_field(ran_out[0]), left)
+            logger.warning("mixture (%s rows): %s (%s) ran out first; %d packed rows of the other "
+                           "sources are left out", split, f"data.sources[{ran_out[0]}]",
+                           plan.sources[ran_out[0]].config.source, left)
     storage.remove_tree(f"{temp}/{SPOOL}")
     return mixed
 
