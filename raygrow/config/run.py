@@ -62,7 +62,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.sources is None:
             self.source = "stdlib" if self.source is None else self.source
-            require(bool(self.source), "source", "must name 'stdlib', a file, a directory or a glob")
+            require(bool(self.source), "source",
+                    "must name 'stdlib', a file, a directory or a glob")
         else:
             require(self.source is None, "sources", "give either data.source or data.sources, not "
                     "both (a single source is data.sources: [{source: ...}])")

@@ -6,9 +6,11 @@
 Ray does the expensive part (reading, decoding, tokenizing) in parallel; the driver only
 concatenates token arrays and writes shards. A mixture (`data.sources`) reads all its sources in
 the same pipeline; the driver packs each source's rows apart (into a hidden spool directory),
-then interleaves them by weight into the shards (raygrow.data.mixture). With `preserve_order` the driver sees documents in
-file order, so the same config gives byte-identical shards. Documents go to validation by a hash
-of their text, so the split never depends on order or on which other documents are present.
+then interleaves them by weight into the shards (raygrow.data.mixture).
+
+With `preserve_order` the driver sees documents in file order, so the same config gives
+byte-identical shards. Documents go to validation by a hash of their text, so the split never
+depends on order or on which other documents are present.
 
 Crash safety: everything is written into a hidden temp directory, manifest last, then renamed to
 the dataset directory; a directory without a valid manifest is never taken as complete. On S3,
@@ -217,7 +219,8 @@ class _SourceRows:
 def _pack(plan: DatasetPlan, temp: str, show_progress: bool) -> Manifest:
     data = plan.config
     mixed = len(plan.sources) > 1
-    directories = [f"{temp}/{SPOOL}/{index}" if mixed else temp for index in range(len(plan.sources))]
+    directories = [f"{temp}/{SPOOL}/{index}" if mixed else temp
+                   for index in range(len(plan.sources))]
     for directory in directories if mixed else ():
         storage.make_dirs(directory)
     packing = [_SourceRows({split: ShardWriter(directory, split, data.seq_len, data.rows_per_shard)
@@ -232,7 +235,8 @@ def _pack(plan: DatasetPlan, temp: str, show_progress: bool) -> Manifest:
             raise relabel(DataError(failed["error"][0].as_py()), data, failed["source"][0].as_py())
         used = batch.filter(pc.greater(pc.list_value_length(batch["tokens"]), 0))
         for index in pc.unique(used["source"]).to_pylist():
-            _add(packing[index], used.filter(pc.equal(used["source"], index)), plan.tokenizer.eos_id)
+            documents = used.filter(pc.equal(used["source"], index))
+            _add(packing[index], documents, plan.tokenizer.eos_id)
         if data.max_documents is not None and all(rows.records >= data.max_documents
                                                   for rows in packing):
             break

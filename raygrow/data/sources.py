@@ -69,7 +69,8 @@ def _resolve(source: str) -> list[SourceFile]:
                         "or a glob")
     if entry.type == storage.FileType.Directory:
         saved = _saved_dataset_files(source, entry.path)
-        files = saved if saved is not None else _supported(storage.list_files(source), root=entry.path)
+        files = saved if saved is not None else _supported(storage.list_files(source),
+                                                           root=entry.path)
         if not files:
             raise DataError(f"data.source: directory {source} holds no {SUPPORTED} files; add some "
                             "or point data.source elsewhere")

@@ -63,7 +63,8 @@ def mixture_plan(tmp_path: Path, sources: list[dict], **data: object) -> Path:
     plan = tmp_path / "mix.yaml"
     plan.write_text(yaml.safe_dump({
         "name": "mix", "storage": str(tmp_path / "runs"),
-        "data": {"sources": sources, "seq_len": 32, "rows_per_shard": 8, "val_fraction": 0.25, **data},
+        "data": {"sources": sources, "seq_len": 32, "rows_per_shard": 8, "val_fraction": 0.25,
+                 **data},
         "model": {"layers": 1, "hidden": 16, "heads": 2},
         "train": {"tokens": 64, "batch_tokens": 64, "micro_batch": 2}}))
     return plan
@@ -78,7 +79,8 @@ CONFIG_REFUSALS = {  # (sources, overrides, the refusal's start)
                         "data.sources[0].weight: must be > 0"),
     "no source": ([], [], "data.sources: must list at least one source"),
     "unknown key": ([{"source": "stdlib", "share": 1}], [], "data.sources[0].share: unknown key"),
-    "versions plan": ([{"source": "stdlib"}], ["versions={data: [{documents: {start: 0, end: 9}}]}"],
+    "versions plan": ([{"source": "stdlib"}],
+                      ["versions={data: [{documents: {start: 0, end: 9}}]}"],
                       "data.sources: a versions plan reads data.source"),
 }
 
@@ -167,7 +169,7 @@ def test_the_cli_refuses_a_missing_source_in_one_line(tmp_path) -> None:
     plan = mixture_plan(tmp_path, [{"source": "stdlib:json/*"}, {"source": str(tmp_path / "gone")}])
     result = subprocess.run([sys.executable, "-m", "raygrow.cli", "validate", str(plan)],
                             env={**os.environ, "RAY_ADDRESS": ""}, capture_output=True, text=True,
-                            timeout=120)
+                            timeout=120, check=False)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith(f"raygrow: error: data.sources[1].source: {tmp_path / 'gone'}")
@@ -244,7 +246,8 @@ def test_a_two_source_mixture_is_packed_by_weight(ray_local, tmp_path, capsys) -
     assert manifest.exhausted == "stop"
     assert (first.weight, first.target, second.target) == (3, 0.75, 0.25)
     assert [first.train_rows, second.train_rows] == np.bincount(order).tolist()
-    assert first.train_tokens == first.train_rows * 33 and second.train_rows * 33 == second.train_tokens
+    assert (first.train_tokens, second.train_tokens) == (first.train_rows * 33,
+                                                         second.train_rows * 33)
     assert first.realised == first.train_rows / manifest.train_rows
     assert abs(first.realised - 0.75) <= 0.5 / manifest.train_rows
     assert first.val_rows + second.val_rows == manifest.val_rows and second.val_rows > 0
