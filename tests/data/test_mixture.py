@@ -195,17 +195,41 @@ def test_a_changed_weight_is_another_dataset_and_its_resume_is_refused(tmp_path)
         assert f"({field}: " in str(refused.value) and "another --name" in str(refused.value)
 
 
-def test_the_single_source_key_is_unchanged(tmp_path) -> None:
-    """The dataset directory of a `data.source` config is what it was before mixtures (so runs
-    and prepared datasets from before keep theirs): it does not depend on the new fields."""
-    config = RunConfig(model=Shape(layers=1, hidden=16, heads=2), storage=str(tmp_path),
-                       data=DataConfig(source="stdlib", max_documents=5, seq_len=32),
-                       train=TrainConfig(tokens=64, batch_tokens=64, micro_batch=2))
-    from raygrow.data.pipeline import plan_dataset
+def test_the_cli_refuses_a_rerun_under_a_changed_weight_before_any_work(tmp_path) -> None:
+    from raygrow.coordinator.state import CoordinatorState
 
-    plan = plan_dataset(config)
-    assert storage.base_name(plan.directory).startswith("stdlib-byte-32-")
-    assert len(plan.sources) == 1 and plan.sources[0].config.text_field == "text"
+    plan = REPO / "jobs" / "plans" / "tiny_mixture.yaml"
+    config = load_config(plan, [f"storage={tmp_path}"])
+    inputs = run_inputs(config.to_dict(), storage.base_name(dataset_dir(config)))
+    CoordinatorState(current="stage-0", phase="training", inputs=inputs).save(config.run_dir)
+    result = subprocess.run([sys.executable, "-m", "raygrow.cli", "train", str(plan), "--storage",
+                             str(tmp_path), "--set", "data.sources.1.weight=2"],
+                            env={**os.environ, "RAY_ADDRESS": ""}, capture_output=True, text=True,
+                            timeout=300, check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "run tiny-mixture was started with other inputs (data.sources[1].weight: 1.0 → 2.0)" \
+        in lines[0]
+    assert not (tmp_path / "datasets").exists()  # refused before preparing anything
+
+
+def test_the_single_source_key_is_unchanged(tmp_path) -> None:
+    """A `data.source` config keeps the dataset directory it had before mixtures (so prepared
+    datasets and runs from before keep theirs): the key below is the one raygrow always wrote."""
+    import hashlib
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("some text " * 40)
+    config = RunConfig(model=Shape(layers=1, hidden=16, heads=2), storage=str(tmp_path),
+                       data=DataConfig(source=str(corpus), seq_len=32),
+                       train=TrainConfig(tokens=64, batch_tokens=64, micro_batch=2))
+    file = resolve_source(str(corpus))[0]
+    legacy = {"format": 1, "source": str(corpus), "files": [[file.path, file.size, file.mtime_ns]],
+              "text_field": "text", "tokenizer": "byte-v1", "seq_len": 32, "val_fraction": 0.02,
+              "max_documents": None, "rows_per_shard": 4096}
+    digest = hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:16]
+    assert storage.base_name(dataset_dir(config)) == f"corpus-byte-32-{digest}"
 
 
 # ---- one real Ray prepare --------------------------------------------------------------------
