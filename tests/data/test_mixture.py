@@ -18,7 +18,14 @@ import pytest
 import yaml
 
 from raygrow import cli, storage
-from raygrow.config import DataConfig, RunConfig, Shape, SourceConfig, TrainConfig, load_config
+from raygrow.config import (
+    DataConfig,
+    RunConfig,
+    Shape,
+    SourceConfig,
+    TrainConfig,
+    load_config,
+)
 from raygrow.data import Manifest, PackedRows, check_sources, dataset_dir, prepare
 from raygrow.data.mixture import schedule
 from raygrow.data.sources import read_documents, resolve_source
