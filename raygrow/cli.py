@@ -42,6 +42,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     manifest = prepare(config, show_progress=not args.quiet)
     print(f"{manifest.train_rows} train rows, {manifest.val_rows} validation rows of "
           f"{manifest.seq_len + 1} tokens from {manifest.documents} documents")
+    if len(manifest.sources) > 1:
+        print(f"mixture of {len(manifest.sources)} sources (a source running out ends it: "
+              f"{manifest.exhausted}):")
+        for share in manifest.sources:
+            unused = share.packed_train_rows - share.train_rows
+            print(f"  {share.source}: weight {share.weight:g}, target {share.target:.1%}, "
+                  f"realised {share.realised:.1%}: {share.train_tokens} train tokens "
+                  f"({share.train_rows} rows), {share.val_rows} validation rows, "
+                  f"{share.documents} documents" + (f", {unused} rows left out" if unused else ""))
     return 0
 
 

@@ -61,9 +61,11 @@ def check_storage(config: RunConfig) -> None:
     need no probe."""
     storage.configure_s3(config.s3.endpoint_url, config.s3.region)
     locations = {}  # path → (setting, written by the run?)
+    sources = [(config.data.source_field(index), source.source, False)
+               for index, source in enumerate(config.data.mixture)]
     for setting, path, write in (("storage", config.run_dir, True),
                                  ("data.cache_dir" if config.data.cache_dir else "storage", config.dataset_root, True),
-                                 ("data.source", config.data.source, False)):
+                                 *sources):
         if storage.is_remote(path) and (path not in locations or write):
             locations[path] = (setting, write)
     for path, (setting, write) in locations.items():

@@ -67,7 +67,9 @@ def first_change(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     for key in sorted(set(old) | set(new)):
         if _appended(key, old, new):
             continue
-        if old.get(key, "<unset>") != new.get(key, "<unset>"):
+        # A field added to raygrow since the run was recorded, at its None default, is absent
+        # from the old record: None and absent are the same input.
+        if old.get(key) != new.get(key):
             return f"{key}: {old.get(key, '<unset>')!r} → {new.get(key, '<unset>')!r}"
     return None
 

@@ -20,6 +20,7 @@ from raygrow.config.run import (
     MlflowConfig,
     RunConfig,
     S3Config,
+    SourceConfig,
     StageConfig,
     TrackingConfig,
     TrainConfig,
@@ -33,7 +34,8 @@ from raygrow.config.versions import DocumentSlice, VersionsConfig, VersionSpec
 __all__ = [
     "LR_POLICIES", "OPERATORS", "OPTIMIZER_POLICIES", "CheckpointConfig", "DataConfig",
     "DocumentSlice", "GrowthConfig", "MlflowConfig", "Operator", "RunConfig", "S3Config", "Shape",
-    "StageConfig", "TrackingConfig", "TrainConfig", "VersionSpec", "VersionsConfig", "WandbConfig",
+    "SourceConfig", "StageConfig", "TrackingConfig", "TrainConfig", "VersionSpec", "VersionsConfig",
+    "WandbConfig",
     "WorkerRange", "apply_override", "check_growth", "from_dict", "load_config", "read_yaml",
     "require",
 ]

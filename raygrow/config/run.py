@@ -25,11 +25,30 @@ from raygrow.eval import config as eval_config
 
 
 @dataclass
+class SourceConfig:
+    """One source of a data mixture (`data.sources[i]`)."""
+
+    source: str  # like data.source: "stdlib[:glob]", a file, directory (a `datasets` save_to_disk
+    #              directory too), or a glob (local or s3://)
+    weight: float = 1.0  # the source's share of the packed rows, relative to the other weights
+    text_field: str | None = None  # column holding its text; None = data.text_field
+
+    def __post_init__(self) -> None:
+        require(bool(self.source), "source", "must name 'stdlib', a file, a directory or a glob")
+        require(self.weight > 0, "weight", f"must be > 0, got {self.weight}")
+        require(self.text_field is None or bool(self.text_field), "text_field",
+                "must name a column, or be left out")
+
+
+@dataclass
 class DataConfig:
     """Where text comes from and how it becomes packed rows."""
 
-    source: str = "stdlib"  # "stdlib" (this Python's standard library), a file, directory or glob (local or s3://)
-    text_field: str = "text"  # column holding the text in .jsonl / .parquet sources
+    source: str | None = None  # "stdlib" (this Python's standard library; "stdlib:email/*" a part
+    #   of it), a file, directory or glob (local or s3://); None = stdlib unless `sources` is given
+    sources: list[SourceConfig] | None = None  # a mixture instead of `source`: rows of each source
+    #   interleaved by weight when packing (README: Data mixtures)
+    text_field: str = "text"  # column holding the text in .jsonl / .parquet / .arrow sources
     tokenizer: str = "byte"  # "byte" or a local Hugging Face tokenizer directory
     seq_len: int = 128  # tokens per training sequence; rows hold seq_len + 1 (inputs and shifted labels)
     val_fraction: float = 0.02  # share of documents held out for validation (chosen by content hash)
@@ -41,7 +60,14 @@ class DataConfig:
     # worker holds at most two windows of shards; a window ≥ the shard count shuffles whole epochs)
 
     def __post_init__(self) -> None:
-        require(bool(self.source), "source", "must name 'stdlib', a file, a directory or a glob")
+        if self.sources is None:
+            self.source = "stdlib" if self.source is None else self.source
+            require(bool(self.source), "source",
+                    "must name 'stdlib', a file, a directory or a glob")
+        else:
+            require(self.source is None, "sources", "give either data.source or data.sources, not "
+                    "both (a single source is data.sources: [{source: ...}])")
+            require(len(self.sources) >= 1, "sources", "must list at least one source")
         require(self.seq_len >= 2, "seq_len", f"must be ≥ 2, got {self.seq_len}")
         require(0.0 < self.val_fraction < 1.0, "val_fraction",
                  f"must be in (0, 1), got {self.val_fraction}")
@@ -49,6 +75,18 @@ class DataConfig:
                  f"must be ≥ 1, got {self.max_documents}")
         require(self.rows_per_shard >= 1, "rows_per_shard", f"must be ≥ 1, got {self.rows_per_shard}")
         require(self.shuffle_window >= 1, "shuffle_window", f"must be ≥ 1 shard, got {self.shuffle_window}")
+
+    @property
+    def mixture(self) -> list[SourceConfig]:
+        """The sources with their text fields resolved; `data.source` is a mixture of one."""
+        if self.sources is None:
+            return [SourceConfig(self.source, 1.0, self.text_field)]
+        return [SourceConfig(item.source, item.weight, item.text_field or self.text_field)
+                for item in self.sources]
+
+    def source_field(self, index: int) -> str:
+        """The config field that names source `index`, for error messages."""
+        return "data.source" if self.sources is None else f"data.sources[{index}].source"
 
 
 @dataclass
@@ -284,6 +322,8 @@ class RunConfig:
         if self.versions is not None:
             require(not self.stages, "stages", "a versions plan trains `model` and grows at version "
                     "boundaries (versions.data[k].shape and .growth); leave stages out")
+            require(self.data.sources is None, "data.sources", "a versions plan reads data.source "
+                    "and versions.data[k].source; a mixture is not supported there")
             check_versions(self.versions, self.model, self.data.source, self.train.batch_tokens)
 
     def _check_growth(self, index: int) -> None:

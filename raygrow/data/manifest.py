@@ -4,13 +4,34 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from raygrow import storage
 from raygrow.errors import DataError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1  # bump when the shard layout or packing rule changes
+# What a mixture does when a source runs out: it ends there, at the sources' weights (no row is
+# repeated; the other sources' remaining rows are left out). The only rule so far.
+EXHAUSTED_STOP = "stop"
+
+
+@dataclass
+class SourceShare:
+    """One source of a dataset: what it gave and its share of the train rows."""
+
+    source: str  # the source spec
+    text_field: str
+    weight: float  # as configured
+    target: float  # weight / sum of the weights: the intended share of the rows
+    realised: float  # train_rows / all train rows: the share the shards hold
+    documents: int  # non-blank documents packed (train and validation)
+    train_rows: int  # rows of this source in the train shards
+    train_tokens: int  # train_rows * (seq_len + 1)
+    val_rows: int
+    packed_train_rows: int  # rows the source gave; more than train_rows when the mixture ended
+    #                         before this source ran out
+
 
 
 @dataclass
@@ -29,8 +50,15 @@ class Manifest:
     train_tokens: int  # train_rows * (seq_len + 1)
     documents: int  # non-blank documents packed (train and validation)
     replaced_documents: int  # documents whose undecodable bytes were replaced
-    source: str  # the data.source spec
+    source: str  # the data.source spec (a mixture: its sources joined with " + ")
     format_version: int = FORMAT_VERSION
+    sources: list[SourceShare] = field(default_factory=list)  # per source (empty: written before
+    #                                                            mixtures existed)
+    exhausted: str = EXHAUSTED_STOP  # what the mixture did when a source ran out
+
+    def __post_init__(self) -> None:
+        self.sources = [item if isinstance(item, SourceShare) else SourceShare(**item)
+                        for item in self.sources]
 
     def save(self, directory: str) -> None:
         text = json.dumps(dataclasses.asdict(self), indent=1)

@@ -1,16 +1,21 @@
 """Corpus sources: which files a `data.source` names, and the documents inside each file.
 
-A source is "stdlib" (this Python's standard-library .py files), a file, a directory (its
-.txt/.jsonl/.parquet files, recursively) or a glob. Documents: a .txt (or stdlib .py) file is one
-document, a .jsonl line is one document (field `text_field`), a .parquet row is one document
-(column `text_field`). Files are always taken in sorted path order, so "the first N documents"
-and everything downstream are deterministic.
+A source is "stdlib" (this Python's standard-library .py files; "stdlib:GLOB" those whose path
+under the stdlib root matches GLOB, e.g. "stdlib:email/*"), a file, a directory (its
+.txt/.jsonl/.parquet/.arrow files, recursively) or a glob. Documents: a .txt (or stdlib .py) file
+is one document, a .jsonl line is one document (field `text_field`), a .parquet or .arrow row is
+one document (column `text_field`). A Hugging Face `datasets` directory written by
+`save_to_disk` is a directory of .arrow files: listed in the order `load_from_disk` gives them
+and read with the `datasets` library. Files are otherwise taken in sorted path order, so "the
+first N documents" and everything downstream are deterministic.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,14 +23,16 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raygrow.config import DataConfig
+from raygrow.config import DataConfig, SourceConfig
 from raygrow import storage
 from raygrow.data.tokenizer import load_tokenizer
 from raygrow.errors import DataError
 
 STDLIB = "stdlib"
-KINDS = {".txt": "text", ".jsonl": "jsonl", ".parquet": "parquet"}
-SUPPORTED = ".txt, .jsonl or .parquet"
+KINDS = {".txt": "text", ".jsonl": "jsonl", ".parquet": "parquet", ".arrow": "arrow"}
+SUPPORTED = ".txt, .jsonl, .parquet or .arrow"
+SAVED_DATASET = "state.json"  # what `datasets.Dataset.save_to_disk` writes beside its .arrow files
+SAVED_DATASET_DICT = "dataset_dict.json"  # ... and `DatasetDict.save_to_disk` above its splits
 PARQUET_BATCH_ROWS = 1024
 
 
@@ -52,8 +59,8 @@ def resolve_source(source: str) -> list[SourceFile]:
 
 
 def _resolve(source: str) -> list[SourceFile]:
-    if source == STDLIB:
-        return _stdlib_files()
+    if source == STDLIB or source.startswith(f"{STDLIB}:"):
+        return _stdlib_files(source.partition(":")[2])
     if any(char in source for char in storage.GLOB_CHARS):
         return _glob_files(source)
     entry = storage.info(source)
@@ -61,7 +68,9 @@ def _resolve(source: str) -> list[SourceFile]:
         raise DataError(f"data.source: {source} does not exist; give 'stdlib', a file, a directory "
                         "or a glob")
     if entry.type == storage.FileType.Directory:
-        files = _supported(storage.list_files(source), root=entry.path)
+        saved = _saved_dataset_files(source, entry.path)
+        files = saved if saved is not None else _supported(storage.list_files(source),
+                                                           root=entry.path)
         if not files:
             raise DataError(f"data.source: directory {source} holds no {SUPPORTED} files; add some "
                             "or point data.source elsewhere")
@@ -73,7 +82,9 @@ def _resolve(source: str) -> list[SourceFile]:
     return [_source_file(entry, kind)]
 
 
-def _stdlib_files() -> list[SourceFile]:
+def _stdlib_files(pattern: str = "") -> list[SourceFile]:
+    """The stdlib's .py files; with `pattern`, those whose path under the root matches it
+    (fnmatch: `*` also crosses `/`)."""
     root = sysconfig.get_paths()["stdlib"]
     entries = []
     for entry in storage.list_files(root, recursive=False):
@@ -81,12 +92,48 @@ def _stdlib_files() -> list[SourceFile]:
             entries.append(entry)
         elif entry.base_name not in ("site-packages", "dist-packages"):  # third-party code: skip
             entries.extend(storage.list_files(entry.path))
-    files = [_source_file(entry, "text") for entry in entries if entry.path.endswith(".py")]
+    files = [_source_file(entry, "text") for entry in entries if entry.path.endswith(".py")
+             and (not pattern or fnmatch.fnmatchcase(os.path.relpath(entry.path, root), pattern))]
     files.sort(key=lambda file: file.path)
+    if not files and pattern:
+        raise DataError(f"data.source: stdlib:{pattern} matches no .py file under {root}; check "
+                        "the pattern (e.g. stdlib:email/*)")
     if not files:
         raise DataError(f"data.source: stdlib: no .py files under {root}; this Python ships without "
                         "its sources, so give a corpus path instead")
     return files
+
+
+def _saved_dataset_files(source: str, directory: str) -> list[SourceFile] | None:
+    """A `save_to_disk` directory's .arrow files in the dataset's own order (None: not one)."""
+    if storage.exists(f"{directory}/{SAVED_DATASET_DICT}"):
+        splits = sorted(entry.base_name for entry in storage.list_files(directory, recursive=False)
+                        if entry.type == storage.FileType.Directory)
+        raise DataError(f"data.source: {source} is a datasets DatasetDict (splits: "
+                        f"{', '.join(splits)}); give one split's directory, e.g. "
+                        f"{source.rstrip('/')}/{splits[0] if splits else 'train'}")
+    if not storage.exists(f"{directory}/{SAVED_DATASET}"):
+        return None
+    if storage.is_remote(directory):
+        raise DataError(f"data.source: {source}: a datasets directory is read from a local disk; "
+                        "copy it there, or write it as parquet (Dataset.to_parquet)")
+    import datasets
+
+    try:
+        saved = datasets.load_from_disk(directory)
+    except Exception as error:  # noqa: BLE001 (datasets raises many types: OS, JSON, Arrow errors)
+        raise DataError(f"data.source: {source} is not a readable datasets directory "
+                        f"({_first_line(error)}); write it again with save_to_disk") from None
+    if not isinstance(saved, datasets.Dataset):
+        raise DataError(f"data.source: {source} holds a {type(saved).__name__}; give one split's "
+                        "directory")
+    paths = [item["filename"] for item in saved.cache_files]
+    return [_source_file(storage.info(path), "arrow") for path in paths]
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _glob_files(pattern: str) -> list[SourceFile]:
@@ -124,6 +171,8 @@ def known_records(file: SourceFile) -> int | None:
         return 1
     if file.kind == "parquet":
         return _parquet_file(file).metadata.num_rows
+    if file.kind == "arrow":
+        return len(_arrow_dataset(file))
     return None
 
 
@@ -141,27 +190,44 @@ def first_files(files: list[SourceFile], max_documents: int | None) -> list[tupl
     return chosen
 
 
-def check_sources(config: DataConfig, files: list[SourceFile] | None = None) -> None:
-    """Cheap checks before any cluster work: files exist and look right, the tokenizer loads
-    (`files`: the source's listing, when the caller has it).
+def check_sources(config: DataConfig, listed: list[list[SourceFile]] | None = None) -> None:
+    """Cheap checks before any cluster work: every source's files exist and look right, the
+    tokenizer loads (`listed`: each source's listing, when the caller has it).
 
-    Raises DataError with one line naming the path and what to do.
+    Raises DataError with one line naming the source's field, the path and what to do.
     """
-    files = resolve_source(config.source) if files is None else files
+    for index, source in enumerate(config.mixture):
+        try:
+            files = resolve_source(source.source) if listed is None else listed[index]
+            _check_source(source, files, config.max_documents)
+        except DataError as error:
+            raise relabel(error, config, index) from None
+    load_tokenizer(config.tokenizer)
+
+
+def _check_source(source: SourceConfig, files: list[SourceFile], max_documents: int | None) -> None:
     if all(file.size == 0 for file in files):
-        raise DataError(f"data.source: {config.source}: every file is empty; add text")
-    chosen = first_files(files, config.max_documents)
+        raise DataError(f"data.source: {source.source}: every file is empty; add text")
+    chosen = first_files(files, max_documents)
     for file, _ in chosen:
         if file.kind == "jsonl":
-            next(read_documents(file, config.text_field, limit=1), None)
-        elif file.kind == "parquet":
-            _parquet_text_column(file, config.text_field)
+            next(read_documents(file, source.text_field, limit=1), None)
+        elif file.kind in ("parquet", "arrow"):
+            _text_column(file, source.text_field)
     # Stops at the first document with text, so only an all-blank corpus is read through.
     if not any(document.text.strip() for file, cap in chosen
-               for document in read_documents(file, config.text_field, limit=cap)):
-        raise DataError(f"data.source: {config.source} holds no text (every document is empty or blank); "
-                        "point data.source at a real corpus")
-    load_tokenizer(config.tokenizer)
+               for document in read_documents(file, source.text_field, limit=cap)):
+        raise DataError(f"data.source: {source.source} holds no text (every document is empty or "
+                        "blank); point data.source at a real corpus")
+
+
+def relabel(error: DataError, config: DataConfig, index: int) -> DataError:
+    """`error` about source `index` of a mixture, naming `data.sources[index].…` instead of the
+    single-source fields the readers name (they do not know which source they read)."""
+    if config.sources is None:
+        return error
+    text = re.sub(r"data\.source\b", f"data.sources[{index}].source", str(error))
+    return DataError(re.sub(r"data\.text_field\b", f"data.sources[{index}].text_field", text))
 
 
 def read_documents(file: SourceFile, text_field: str, limit: int | None = None) -> Iterator[Document]:
@@ -173,6 +239,8 @@ def read_documents(file: SourceFile, text_field: str, limit: int | None = None) 
         yield _decode(_read(file))
     elif file.kind == "jsonl":
         yield from _jsonl_documents(file, text_field, limit)
+    elif file.kind == "arrow":
+        yield from _arrow_documents(file, text_field, limit)
     else:
         yield from _parquet_documents(file, text_field, limit)
 
@@ -245,9 +313,24 @@ def _parquet_file(file: SourceFile) -> pq.ParquetFile:
                         "replace or remove it") from None
 
 
-def _parquet_text_column(file: SourceFile, text_field: str) -> pq.ParquetFile:
-    parquet = _parquet_file(file)
-    schema = parquet.schema_arrow
+def _arrow_dataset(file: SourceFile):
+    """An .arrow file (Arrow IPC stream, as `datasets` writes) as a memory-mapped Dataset."""
+    import datasets
+
+    if storage.is_remote(file.path):
+        raise DataError(f"data.source: {file.path}: .arrow files are read from a local disk; copy "
+                        "them there, or write the dataset as parquet")
+    try:
+        return datasets.Dataset.from_file(file.path, in_memory=False)
+    except Exception as error:  # noqa: BLE001 (pyarrow and datasets errors: not a dataset file)
+        raise DataError(f"data.source: {file.path} is not a readable .arrow dataset file "
+                        f"({_first_line(error)}); replace or remove it") from None
+
+
+def _text_column(file: SourceFile, text_field: str):
+    """The parquet file or Dataset of `file`, after checking it has a text column `text_field`."""
+    table = _arrow_dataset(file) if file.kind == "arrow" else _parquet_file(file)
+    schema = table.data.schema if file.kind == "arrow" else table.schema_arrow
     if text_field not in schema.names:
         raise DataError(f"data.source: {file.path} has no column {text_field!r} (columns: "
                         f"{', '.join(schema.names)}); set data.text_field")
@@ -256,14 +339,26 @@ def _parquet_text_column(file: SourceFile, text_field: str) -> pq.ParquetFile:
             or pa.types.is_large_binary(kind)):
         raise DataError(f"data.source: {file.path} column {text_field!r} is {kind}, not text; set "
                         "data.text_field")
-    return parquet
+    return table
 
 
 def _parquet_documents(file: SourceFile, text_field: str, limit: int | None) -> Iterator[Document]:
-    parquet = _parquet_text_column(file, text_field)
+    parquet = _text_column(file, text_field)
+    batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[text_field])
+    yield from _column_documents((batch.column(0) for batch in batches), limit)
+
+
+def _arrow_documents(file: SourceFile, text_field: str, limit: int | None) -> Iterator[Document]:
+    dataset = _text_column(file, text_field).select_columns([text_field]).with_format("arrow")
+    batches = dataset.iter(batch_size=PARQUET_BATCH_ROWS)
+    yield from _column_documents((batch.column(0) for batch in batches), limit)
+
+
+def _column_documents(columns: Iterator[pa.Array], limit: int | None) -> Iterator[Document]:
+    """The documents of a text column, read in batches; at most `limit`."""
     produced = 0
-    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[text_field]):
-        for value in batch.column(0).to_pylist():
+    for column in columns:
+        for value in column.to_pylist():
             if isinstance(value, bytes):  # a binary column: decode like a text file
                 yield _decode(value)
             else:  # arrow strings are valid UTF-8 already; null is a blank document
