@@ -84,9 +84,9 @@ NODE_LOSS = textwrap.dedent("""
     from raygrow import driver
     from raygrow.config import RunConfig, from_dict
 
-    storage = sys.argv[1]
+    storage, mode = sys.argv[1], sys.argv[2]  # mode: elastic (workers 1..2) or fixed (2)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
+    nodes = [cluster.add_node(num_cpus=2) for _ in range(2)]
     ray.init(address=cluster.address, logging_level="ERROR")
     cluster.wait_for_nodes()
     config = from_dict(RunConfig, {
@@ -94,17 +94,17 @@ NODE_LOSS = textwrap.dedent("""
         "data": {"source": "stdlib", "seq_len": 32, "max_documents": 60, "val_fraction": 0.1,
                  "rows_per_shard": 512},
         "stages": [{"shape": {"layers": 2, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64},
-                    "tokens": 8 * 512, "workers": {"min": 1, "max": 2}}],
+                    "tokens": 8 * 512, "workers": {"min": 1, "max": 2} if mode == "elastic" else 2}],
         "train": {"batch_tokens": 512, "micro_batch": 4, "cpus_per_worker": 2, "zero_stage": 2, "lr": 1e-3,
                   "warmup_steps": 2, "log_every": 1, "val_every": 4, "val_rows": 8, "max_failures": 3,
-                  "log_rows": True},
+                  "log_rows": True, "resource_timeout_s": 60},
         "checkpoint": {"every_steps": 2, "keep": 5}})
-    out = {}
+    out = {"errors": []}
     def train():
         try:
             out["summary"] = driver.train(config, show_progress=False)
         except Exception as error:  # reported in the result
-            out["error"] = f"{type(error).__name__}: {error}"
+            out["errors"].append(f"{type(error).__name__}: {error}")
 
     thread = threading.Thread(target=train)
     thread.start()
@@ -116,23 +116,40 @@ NODE_LOSS = textwrap.dedent("""
         placed = [r for r in records if r.get("event") == "placement"]
         if placed and any(r.get("step", 0) >= 3 and "event" not in r for r in records):
             rank1 = placed[-1]["detail"]["ranks"][1]["node"]
-            node = next(n for n in workers if n.node_id == rank1)
+            node = next(n for n in nodes if n.node_id == rank1)
             cluster.remove_node(node, allow_graceful=False)  # the node of rank 1 is gone
-            removed = rank1
+            removed, removed_at = rank1, time.monotonic()
         time.sleep(0.5)
     thread.join(timeout=900)
+    out["stopped_after_s"] = time.monotonic() - removed_at if removed else None
+    if mode == "fixed":  # no replacement came: the run stopped; a new node, and the rerun resumes
+        cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        train()
     records = [json.loads(l) for l in metrics.read_text().splitlines()]
     rows = []
     for path in sorted((Path(config.run_dir) / "stage-0" / "rows").glob("rank-*.jsonl")):
         rows += [row for line in path.read_text().splitlines() for row in json.loads(line)["rows"]]
     print("RESULT " + json.dumps({
-        "removed": removed, "complete": out.get("summary", {}).get("complete"), "error": out.get("error"),
+        "removed": removed, "complete": out.get("summary", {}).get("complete"), **out,
         "placements": [r["detail"]["ranks"] for r in records if r.get("event") == "placement"],
         "resumes": [r["step"] for r in records if r.get("event") == "resume"],
-        "rows": rows, "batch_rows": config.batch_rows, "steps": 8}))
+        "rows": rows, "batch_rows": config.batch_rows, "steps": 8}, default=str))
     ray.shutdown()
     cluster.shutdown()
 """)
+
+
+def lose_a_node(tmp_path, mode: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", NODE_LOSS, str(tmp_path / "runs"), mode],
+                          capture_output=True, text=True, timeout=1500)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-4000:]
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert out["removed"] and out["complete"], out["errors"]
+    rows = out["rows"]
+    assert len(rows) == len(set(rows)) == out["steps"] * out["batch_rows"]  # each row exactly once
+    return out
 
 
 @pytest.mark.ray
@@ -140,15 +157,25 @@ NODE_LOSS = textwrap.dedent("""
 def test_a_lost_node_shrinks_an_elastic_stage_and_every_row_is_trained_once(tmp_path):
     """Workers {min 1, max 2} of 2 CPUs on two 2-CPU nodes: the node of rank 1 is removed after
     step 3; the stage goes on with 1 worker from its last checkpoint and ends with each row once."""
-    done = subprocess.run([sys.executable, "-c", NODE_LOSS, str(tmp_path / "runs")], capture_output=True,
-                          text=True, timeout=1500)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-4000:]
-    out = json.loads(lines[-1][len("RESULT "):])
-    assert out["removed"] and out["complete"], out["error"]
+    out = lose_a_node(tmp_path, "elastic")
+    assert not out["errors"]
     first, *_, last = out["placements"]
     assert len(first) == 2 and len({rank["node"] for rank in first}) == 2  # one worker per node
     assert len(last) == 1 and last[0]["node"] != out["removed"]  # shrunk onto the node that is left
     assert out["resumes"] and out["resumes"][-1] in (2, 4)  # from the last checkpoint before the loss
-    rows = out["rows"]
-    assert len(rows) == len(set(rows)) == out["steps"] * out["batch_rows"]  # each row exactly once
+
+
+@pytest.mark.ray
+@pytest.mark.nodes
+@pytest.mark.slow
+def test_a_lost_node_under_a_fixed_worker_count_stops_resumable_after_the_timeout(tmp_path):
+    """2 fixed workers, one node removed and no replacement: the run waits
+    train.resource_timeout_s (60 s, 3 tries), stops with one line naming what is missing, and
+    once a node is added the rerun finishes the stage from its last checkpoint, each row once."""
+    out = lose_a_node(tmp_path, "fixed")
+    [error] = out["errors"]
+    assert error.startswith("RaygrowError: train.resource_timeout_s: the workers could not be "
+                            "placed within 60 s (2 worker(s) need 2 CPU each, on one node each, "
+                            "but the nodes hold 1"), error
+    assert "\n" not in error and 60 <= out["stopped_after_s"] < 300, out["stopped_after_s"]
+    assert out["resumes"] and len(out["placements"][-1]) == 2

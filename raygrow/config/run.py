@@ -115,7 +115,8 @@ class TrainConfig:
     val_rows: int = 64  # packed validation rows per validation pass
     seed: int = 0  # model init
     max_failures: int = 2  # Ray Train restarts the worker group from the latest checkpoint this often
-    resource_timeout_s: float = 600.0  # how long a stage waits for the cluster to grow to its workers
+    resource_timeout_s: float = 600.0  # how long a stage waits for the cluster to grow to its
+    #                                    workers, or to place them again after losing a node
     placement: Literal["pack", "spread"] = "pack"  # workers on as few nodes as fit, or one per node
     stop_grace_s: float = 120.0  # on SIGTERM / Ctrl-C: how long the driver waits for the workers to
     #                              checkpoint at the next step boundary before it stops them anyway

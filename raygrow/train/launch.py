@@ -14,14 +14,20 @@ import threading
 import ray
 import ray.train
 from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.constants import (
+    WORKER_GROUP_START_TIMEOUT_S_ENV_VAR as START_TIMEOUT_ENV,
+)
+from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 
 from raygrow import storage
 from raygrow.config import WorkerRange
 from raygrow.errors import RaygrowError, first_line
 from raygrow.train.metrics import MetricsLog, local_sink
 from raygrow.train.records import Record
-from raygrow.train.resources import worker_resources
+from raygrow.train.resources import node_resources, shortfall, worker_resources
 from raygrow.train.stage_run import StageRun
+
+PLACEMENT_RETRIES = 2  # worker-group placements retried before a stage stops (see fit_stage)
 
 
 def fit_stage(run: StageRun, on_record=lambda record: None, sink=None) -> list[Record]:
@@ -49,10 +55,24 @@ def fit_stage(run: StageRun, on_record=lambda record: None, sink=None) -> list[R
             name=storage.base_name(run_dir), storage_path=storage_path,
             storage_filesystem=storage_filesystem,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.checkpoint.keep),
-            failure_config=ray.train.FailureConfig(max_failures=config.train.max_failures)),
+            # A worker group that cannot be placed (a node lost under a fixed worker count) is
+            # a controller failure, which Ray Train retries forever by default. A few tries that
+            # together take train.resource_timeout_s, then stop, resumable. (Not one: an elastic
+            # group may first be sized by a node that is just gone, and needs the retry.)
+            failure_config=ray.train.FailureConfig(max_failures=config.train.max_failures,
+                                                   controller_failure_limit=PLACEMENT_RETRIES)),
     )
+    # Read by Ray Train when fit() starts its controller (passed on to it as an env var).
+    os.environ[START_TIMEOUT_ENV] = str(config.train.resource_timeout_s / (1 + PLACEMENT_RETRIES))
     metrics = MetricsLog(run_dir)
-    _fit_streaming_metrics(trainer, sink, metrics, on_record)
+    try:
+        _fit_streaming_metrics(trainer, sink, metrics, on_record)
+    except _PlacementTimeout:
+        low = workers.min if isinstance(workers, WorkerRange) else workers
+        why = shortfall(resources, low, node_resources()) or "the cluster did not start them"
+        raise RaygrowError(f"train.resource_timeout_s: the workers could not be placed within "
+                           f"{config.train.resource_timeout_s:g} s ({why}); the run stopped "
+                           "resumable: rerun once the cluster has room") from None
     ray.kill(sink)
     return metrics.records()
 
@@ -80,5 +100,11 @@ def _fit_streaming_metrics(trainer: TorchTrainer, sink, metrics: MetricsLog, on_
             break
     metrics.flush()
     error = outcome.get("error") or outcome["result"].error
+    if isinstance(getattr(error, "controller_failure", None), WorkerGroupStartupTimeoutError):
+        raise _PlacementTimeout()
     if error is not None:
         raise RaygrowError(f"training failed: {first_line(error)}")
+
+
+class _PlacementTimeout(Exception):
+    """Ray Train gave up placing the worker group after train.resource_timeout_s."""

@@ -73,21 +73,29 @@ def check_schedulable(config: RunConfig, workers: int | WorkerRange, autoscaling
     deadline, next_note = started + timeout_s, 0.0
     while True:
         nodes = node_resources()
-        fits = bundles_that_fit(resources, nodes)
-        if fits >= low:
+        why = shortfall(resources, low, nodes)
+        if why is None:
             return time.monotonic() - started
-        need = ", ".join(f"{amount:g} {name}" for name, amount in resources.items())
-        largest = ", ".join(f"{max((n.get(name, 0) for n in nodes), default=0):g} {name}" for name in resources)
         if not autoscaling or time.monotonic() > deadline:
-            why = (f"one worker needs {need} but the largest node has {largest}; lower "
-                   "train.cpus_per_worker or add bigger nodes"
-                   if fits == 0 else
-                   f"{low} worker(s) need {need} each, on one node each, but the nodes hold "
-                   f"{fits}; lower the worker count or add nodes")
             raise ConfigError("train.workers", (f"{stage}: " if stage else "") + why
                               + ("" if not autoscaling else f" (waited {timeout_s:g} s)"))
         if time.monotonic() >= next_note:
-            log.info("waiting for the cluster to grow: %d worker(s) need %s each, it holds %d",
-                     low, need, fits)
+            log.info("waiting for the cluster to grow: %s", why)
             next_note = time.monotonic() + 30
         time.sleep(2)
+
+
+def shortfall(resources: dict[str, float], low: int, nodes: list[dict[str, float]]) -> str | None:
+    """Why `low` workers of `resources` each do not fit on `nodes` (None when they do): one line
+    that says what one worker needs and what the nodes hold."""
+    fits = bundles_that_fit(resources, nodes)
+    if fits >= low:
+        return None
+    need = ", ".join(f"{amount:g} {name}" for name, amount in resources.items())
+    if fits == 0:
+        largest = ", ".join(f"{max((n.get(name, 0) for n in nodes), default=0):g} {name}"
+                            for name in resources)
+        return (f"one worker needs {need} but the largest node has {largest}; lower "
+                "train.cpus_per_worker or add bigger nodes")
+    return (f"{low} worker(s) need {need} each, on one node each, but the nodes hold {fits}; "
+            "lower the worker count or add nodes")
