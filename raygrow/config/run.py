@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from raygrow.config.binding import apply_override, from_dict, read_yaml, require
 from raygrow.config.growth import GrowthConfig, check_transition
+from raygrow.config.pretrained import run_config_raw
 from raygrow.config.shape import Shape
 from raygrow.config.versions import VersionsConfig, check_versions
 
@@ -55,7 +56,8 @@ class DataConfig:
 class TrainConfig:
     """The per-worker training loop: batch, optimizer, schedule, parallelism."""
 
-    tokens: int = 1_000_000  # training tokens for the run (rounded down to whole steps)
+    tokens: int = 1_000_000  # training tokens for the run (rounded down to whole steps); 0 only
+    #                          for a plan's pretrained first stage (`stages[0].init`)
     workers: int = 1  # Ray Train workers (data-parallel ranks)
     cpus_per_worker: float | None = None  # None = share the node's CPUs, leaving room for Ray Data
     use_gpu: bool | None = None  # None = use GPUs when the cluster has them
@@ -104,7 +106,7 @@ class TrainConfig:
     activation_checkpointing_every: int = 2  # every_k: the k
 
     def __post_init__(self) -> None:
-        require(self.tokens >= 1, "tokens", f"must be ≥ 1, got {self.tokens}")
+        require(self.tokens >= 0, "tokens", f"must be ≥ 0, got {self.tokens}")
         require(self.workers >= 1, "workers", f"must be ≥ 1, got {self.workers}")
         require(self.cpus_per_worker is None or self.cpus_per_worker > 0, "cpus_per_worker",
                  f"must be > 0, got {self.cpus_per_worker}")
@@ -231,15 +233,19 @@ class WorkerRange:
 class StageConfig:
     """One stage of a growth plan: a shape trained for a number of tokens."""
 
-    tokens: int  # training tokens in this stage
-    shape: Shape | None = None  # the model of this stage
+    tokens: int  # training tokens in this stage (0: a pretrained first stage grown at once)
+    shape: Shape | None = None  # the model of this stage; with `init`, read from the model (a
+    #   shape given must agree), and a later stage's fields left out are the stage before's
+    init: str | None = None  # first stage only: a Hugging Face model directory (local or s3://)
+    #   whose weights, config and tokenizer (unless data.tokenizer names one) start the run
     params: float | None = None  # planning only: a parameter count instead of a shape (e.g. 16e9)
     workers: int | WorkerRange | None = None  # None = train.workers
     zero_stage: int | None = None  # None = train.zero_stage
     growth: GrowthConfig | None = None  # how this stage's model comes from the previous one
 
     def __post_init__(self) -> None:
-        require(self.tokens >= 1, "tokens", f"must be ≥ 1, got {self.tokens}")
+        require(self.tokens >= 1 or (self.tokens == 0 and self.init is not None), "tokens",
+                f"must be ≥ 1, got {self.tokens} (0 only for a first stage with init)")
         require((self.shape is None) != (self.params is None), "shape",
                  "give either a shape or params (a parameter count, for planning only)")
         require(self.params is None or self.params >= 1, "params", f"must be ≥ 1, got {self.params}")
@@ -276,6 +282,9 @@ class RunConfig:
         if self.stages:
             require(self.stages[0].growth is None, "stages[0].growth",
                     "the first stage has nothing to grow from")
+            later = [index for index, stage in enumerate(self.stages) if index and stage.init]
+            require(not later, f"stages[{later[0] if later else 0}].init",
+                    "only the first stage can start from a pretrained model")
             for index in range(1, len(self.stages)):
                 self._check_growth(index)
         for index, stage in enumerate(self.plan_stages):
@@ -321,7 +330,8 @@ class RunConfig:
             require(self.batch_rows % (workers * self.train.micro_batch) == 0, "train.micro_batch",
                     f"{self.batch_rows} rows per step must split evenly over {workers} workers × "
                     f"micro_batch {self.train.micro_batch}")
-        require(stage.tokens >= self.train.batch_tokens, f"{where}tokens" if where else "train.tokens",
+        require(stage.tokens >= self.train.batch_tokens or (stage.tokens == 0 and stage.init),
+                f"{where}tokens" if where else "train.tokens",
                 f"{stage.tokens} is less than one batch ({self.train.batch_tokens} tokens)")
 
     @property
@@ -391,4 +401,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     raw = read_yaml(path)
     for assignment in overrides:
         apply_override(raw, assignment)
-    return from_dict(RunConfig, raw)
+    return run_config(raw)
+
+
+def run_config(raw: dict[str, Any]) -> RunConfig:
+    """A RunConfig from a raw mapping (a pretrained first stage resolved first). Raises ConfigError."""
+    return from_dict(RunConfig, run_config_raw(raw))
