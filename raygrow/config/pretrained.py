@@ -89,6 +89,8 @@ def _resolve_init(raw: dict[str, Any], stages: list[dict[str, Any]]) -> None:
     s3 = raw.get("s3") if isinstance(raw.get("s3"), dict) else {}
     model = pretrained_shape(path, s3.get("endpoint_url"), s3.get("region"))
     _check_agrees(stages[0].get("shape"), model, path)
+    if "://" not in path:  # the coordinator and its tasks may run in another directory
+        stages[0]["init"] = str(Path(path).expanduser().absolute())
     stages[0]["shape"] = model
     for stage in stages[1:]:  # unspecified fields come from the stage before
         if isinstance(stage.get("shape"), dict):

@@ -104,6 +104,9 @@ class TrainConfig:
     #   none; full = every decoder block; every_k = blocks 0, k, 2k, ... (the Hugging Face model's
     #   own non-reentrant gradient checkpointing)
     activation_checkpointing_every: int = 2  # every_k: the k
+    trainable: str | list[str] = "all"  # what trains; the rest is frozen (no gradient, no AdamW
+    #   state, bit-identical): all; new_blocks = the blocks the stage's growth added (LLaMA-Pro
+    #   block expansion); or parameter-name patterns (fnmatch), e.g. ["model.layers.1[2-5].*"]
 
     def __post_init__(self) -> None:
         require(self.tokens >= 0, "tokens", f"must be ≥ 0, got {self.tokens}")
@@ -142,6 +145,10 @@ class TrainConfig:
         require(isinstance(self.activation_checkpointing_every, int)
                 and self.activation_checkpointing_every >= 1, "activation_checkpointing_every",
                 f"must be a whole number ≥ 1, got {self.activation_checkpointing_every!r}")
+        check_trainable(self.trainable, "trainable")
+        require(self.trainable == "all" or self.zero_stage < 3, "trainable",
+                "freezing parameters is supported with zero_stage 0-2 (ZeRO-3 partitions frozen "
+                "parameters too); use zero_stage 2 or trainable: all")
         require(self.stop_after is None or self.stop_after >= 1, "stop_after",
                  f"must be ≥ 1, got {self.stop_after}")
         for name in ("log_every", "val_every", "val_rows"):
@@ -242,10 +249,10 @@ class StageConfig:
     workers: int | WorkerRange | None = None  # None = train.workers
     zero_stage: int | None = None  # None = train.zero_stage
     growth: GrowthConfig | None = None  # how this stage's model comes from the previous one
+    trainable: str | list[str] | None = None  # None = train.trainable (all, new_blocks, patterns)
 
     def __post_init__(self) -> None:
-        require(self.tokens >= 1 or (self.tokens == 0 and self.init is not None), "tokens",
-                f"must be ≥ 1, got {self.tokens} (0 only for a first stage with init)")
+        require(self.tokens >= 0, "tokens", f"must be ≥ 0, got {self.tokens}")
         require((self.shape is None) != (self.params is None), "shape",
                  "give either a shape or params (a parameter count, for planning only)")
         require(self.params is None or self.params >= 1, "params", f"must be ≥ 1, got {self.params}")
@@ -253,6 +260,17 @@ class StageConfig:
                  f"must be ≥ 1, got {self.workers}")
         require(self.zero_stage is None or 0 <= self.zero_stage <= 3, "zero_stage",
                  f"must be 0..3, got {self.zero_stage}")
+        if self.trainable is not None:
+            check_trainable(self.trainable, "trainable")
+
+
+def check_trainable(trainable: str | list[str], name: str) -> None:
+    if isinstance(trainable, str):
+        require(trainable in ("all", "new_blocks"), name,
+                f"must be all, new_blocks or a list of parameter-name patterns, got {trainable!r}")
+    else:
+        require(bool(trainable) and all(isinstance(p, str) and p for p in trainable), name,
+                f"must list at least one parameter-name pattern, got {trainable!r}")
 
 
 @dataclass
@@ -282,9 +300,11 @@ class RunConfig:
         if self.stages:
             require(self.stages[0].growth is None, "stages[0].growth",
                     "the first stage has nothing to grow from")
-            later = [index for index, stage in enumerate(self.stages) if index and stage.init]
-            require(not later, f"stages[{later[0] if later else 0}].init",
-                    "only the first stage can start from a pretrained model")
+            for index, stage in enumerate(self.stages):
+                require(not (index and stage.init), f"stages[{index}].init",
+                        "only the first stage can start from a pretrained model")
+                require(stage.tokens >= 1 or (index == 0 and stage.init), f"stages[{index}].tokens",
+                        f"must be ≥ 1, got {stage.tokens} (0 only for a first stage with init)")
             for index in range(1, len(self.stages)):
                 self._check_growth(index)
         for index, stage in enumerate(self.plan_stages):
@@ -325,12 +345,17 @@ class RunConfig:
             require(self.data.seq_len <= stage.shape.max_positions, "data.seq_len",
                     f"{self.data.seq_len} is over {where or 'model.'}max_positions "
                     f"({stage.shape.max_positions})")
+        trainable = stage.trainable or self.train.trainable
+        require(trainable == "all" or self.stage_zero(stage) < 3,
+                f"{where}zero_stage" if where else "train.zero_stage",
+                "must be 0-2 while parameters are frozen (train.trainable)")
         low, high = self.worker_range(stage)
         for workers in range(low, high + 1):
             require(self.batch_rows % (workers * self.train.micro_batch) == 0, "train.micro_batch",
                     f"{self.batch_rows} rows per step must split evenly over {workers} workers × "
                     f"micro_batch {self.train.micro_batch}")
-        require(stage.tokens >= self.train.batch_tokens or (stage.tokens == 0 and stage.init),
+        # 0 tokens: a pretrained first stage (or the single-stage config it compiles to) trains nothing
+        require(stage.tokens >= self.train.batch_tokens or stage.tokens == 0,
                 f"{where}tokens" if where else "train.tokens",
                 f"{stage.tokens} is less than one batch ({self.train.batch_tokens} tokens)")
 

@@ -80,7 +80,8 @@ class Worker:
         self.train_rows = PackedRows(run.dataset_dir, "train", self.config.data.shuffle_seed,
                                      self.config.data.shuffle_window)
         self.val_rows = PackedRows(run.dataset_dir, "val", None)
-        self.flops_per_token = flops_per_token(self.config.model, self.vocab, self.config.data.seq_len)
+        self.flops_per_token = flops_per_token(self.config.model, self.vocab, self.config.data.seq_len,
+                                               run.trainable)
         resumed_from, state, meta = self._start_state()
         self.progress = Progress.from_meta(meta) if meta else Progress()
         self.masks = run.masks if self.progress.step <= run.ramp_steps else None
@@ -108,6 +109,9 @@ class Worker:
 
     def _engine(self, state: TrainState | None, eos_id: int):
         model = build_model(self.config.model, self.vocab, self.config.train.seed, eos_id=eos_id)
+        if self.run.trainable is not None:  # frozen: no gradient, so no AdamW state and no update
+            for name, param in model.named_parameters():
+                param.requires_grad_(name in self.run.trainable)
         if self.masks is not None:
             apply_masks(model, self.masks, mask_value(self.progress.step, self.run.ramp_steps))
         train = self.config.train
