@@ -52,6 +52,8 @@ def hf_config(shape: Shape, vocab: int, bos_id: int | None = None, eos_id: int |
         settings.update(bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=None)
     settings.update({key: value for key, value in (("bos_token_id", bos_id), ("eos_token_id", eos_id))
                      if value is not None})
+    if shape.head_dim is not None or "head_dim" in config_class.__annotations__:
+        settings["head_dim"] = shape.head_size  # Qwen2 has no such field unless it is set apart
     return config_class(
         **settings,
         vocab_size=vocab,
@@ -60,7 +62,6 @@ def hf_config(shape: Shape, vocab: int, bos_id: int | None = None, eos_id: int |
         num_hidden_layers=shape.layers,
         num_attention_heads=shape.heads,
         num_key_value_heads=shape.kv_heads,
-        head_dim=shape.head_size,
         max_position_embeddings=shape.max_positions,
         tie_word_embeddings=shape.tie_embeddings,
         use_cache=False,

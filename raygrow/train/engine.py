@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Collection
 
 import deepspeed
 import deepspeed.ops
@@ -67,6 +68,16 @@ def checkpoint_activations(model: torch.nn.Module, mode: str, every: int = 2) ->
         if block.gradient_checkpointing:
             chosen.append(index)
     return chosen
+
+
+def freeze(model: torch.nn.Module, trainable: Collection[str] | None) -> None:
+    """Freeze every parameter not named in `trainable` (None: all train), before the engine is
+    built: a frozen parameter gets no gradient, no AdamW state and no update (train.trainable)."""
+    if trainable is None:
+        return
+    trainable = set(trainable)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
 
 
 def single_process_group() -> None:

@@ -34,7 +34,7 @@ from raygrow.grow import TrainState, apply_masks, fold, mask_value, set_mask_val
 from raygrow.model import build_model, compile_blocks, flops_per_token
 from raygrow.train import checkpoint
 from raygrow.train.engine import (
-    checkpoint_activations, engine_from_state, gather_full_state, set_lr,
+    checkpoint_activations, engine_from_state, freeze, gather_full_state, set_lr,
 )
 from raygrow.train.metrics import device_peak
 from raygrow.train.records import EventRecord, Record, StepRecord, parse_record, to_json
@@ -109,9 +109,7 @@ class Worker:
 
     def _engine(self, state: TrainState | None, eos_id: int):
         model = build_model(self.config.model, self.vocab, self.config.train.seed, eos_id=eos_id)
-        if self.run.trainable is not None:  # frozen: no gradient, so no AdamW state and no update
-            for name, param in model.named_parameters():
-                param.requires_grad_(name in self.run.trainable)
+        freeze(model, self.run.trainable)
         if self.masks is not None:
             apply_masks(model, self.masks, mask_value(self.progress.step, self.run.ramp_steps))
         train = self.config.train
