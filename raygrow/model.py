@@ -7,7 +7,7 @@ head is a matmul but, following that convention, is counted with the embeddings 
 
 With frozen parameters (`train.trainable`) the same convention splits into its parts: every
 token pays the forward pass (2·N + 4·L·d·T); the backward pass computes activation gradients
-(2·N_block + 8·d·T per block) only from the top of the model down to the lowest block holding a
+(2·N_block + 8·d·T per block, and the final norm's) only from the top of the model down to the lowest block holding a
 trainable parameter (nothing below it needs a gradient), and weight gradients (2·N) only for
 trainable parameters. With everything trainable this is 6·N + 12·L·d·T again.
 """
@@ -165,8 +165,10 @@ def flops_per_token(shape: Shape, vocab: int, seq_len: int,
     weight_grads = 2 * sum(math.prod(size) for name, size in sizes.items()
                            if name in trainable and name not in (EMBED, LM_HEAD))
     lowest = _lowest_trained_block(shape, trainable)
-    backward_blocks = shape.layers - lowest if lowest is not None else 0
-    activation_grads = backward_blocks * (2 * per_block + 2 * attention)
+    if lowest is None:  # nothing below the head trains: no backward into the model
+        activation_grads = 0
+    else:  # through the final norm, then each block down to the lowest trained one
+        activation_grads = 2 * shape.hidden + (shape.layers - lowest) * (2 * per_block + 2 * attention)
     return forward + activation_grads + weight_grads
 
 
