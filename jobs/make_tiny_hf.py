@@ -13,11 +13,15 @@ from pathlib import Path
 # Run from a checkout (or a `ray job submit --working-dir`): import raygrow from there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raygrow.tiny_hf import FAMILIES, write_tiny_model  # noqa: E402
+from raygrow.tiny_hf import FAMILIES, write_tiny_model
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", help="directory to write (config.json, model.safetensors, tokenizer)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "out", help="directory to write (config.json, model.safetensors, tokenizer)"
+    )
     parser.add_argument("--family", choices=sorted(FAMILIES), default="llama")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

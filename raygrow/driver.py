@@ -64,9 +64,9 @@ def check_vocab(config: RunConfig, tokenizer_vocab: int) -> None:
         if stage.shape.vocab is None or stage.shape.vocab >= tokenizer_vocab:
             continue
         if stage.init:
-            raise ConfigError("data.tokenizer", f"{config.data.tokenizer} has {tokenizer_vocab} tokens, "
-                              f"more than the {stage.shape.vocab} of the model in stages[0].init; use "
-                              "the model's own tokenizer")
+            raise ConfigError("data.tokenizer", f"{config.data.tokenizer} has {tokenizer_vocab} "
+                              f"tokens, more than the {stage.shape.vocab} of the model in "
+                              "stages[0].init; use the model's own tokenizer")
         raise ConfigError("model.vocab" if not config.stages else f"stages[{index}].shape.vocab",
                           f"{stage.shape.vocab} is smaller than the tokenizer's {tokenizer_vocab} "
                           "tokens; raise it or leave it unset")

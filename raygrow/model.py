@@ -7,9 +7,10 @@ head is a matmul but, following that convention, is counted with the embeddings 
 
 With frozen parameters (`train.trainable`) the same convention splits into its parts: every
 token pays the forward pass (2·N + 4·L·d·T); the backward pass computes activation gradients
-(2·N_block + 8·d·T per block, and the final norm's) only from the top of the model down to the lowest block holding a
-trainable parameter (nothing below it needs a gradient), and weight gradients (2·N) only for
-trainable parameters. With everything trainable this is 6·N + 12·L·d·T again.
+(2·N_block + 8·d·T per block, and the final norm's) only from the top of the model down to the
+lowest block holding a trainable parameter (nothing below it needs a gradient), and weight
+gradients (2·N) only for trainable parameters. With everything trainable this is
+6·N + 12·L·d·T again.
 """
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ from collections.abc import Collection
 
 import torch
 from transformers import (
-    LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, PreTrainedModel,
-    Qwen2Config, Qwen2ForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
 )
 
 from raygrow.config import Shape
@@ -30,7 +36,8 @@ from raygrow.config.pretrained import shape_fields
 ROPE_THETA = 10_000.0
 NORM_EPS = 1e-5
 # What a shape without `arch` (a model raygrow initialises itself) is built with.
-DEFAULT_ARCH = {"rms_norm_eps": NORM_EPS, "rope_parameters": {"rope_type": "default", "rope_theta": ROPE_THETA}}
+DEFAULT_ARCH = {"rms_norm_eps": NORM_EPS,
+                "rope_parameters": {"rope_type": "default", "rope_theta": ROPE_THETA}}
 FAMILY_CLASSES = {
     "llama": (LlamaConfig, LlamaForCausalLM),
     "mistral": (MistralConfig, MistralForCausalLM),
@@ -50,8 +57,8 @@ def hf_config(shape: Shape, vocab: int, bos_id: int | None = None, eos_id: int |
     settings = dict(DEFAULT_ARCH if shape.arch is None else shape.arch)
     if shape.arch is None:
         settings.update(bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=None)
-    settings.update({key: value for key, value in (("bos_token_id", bos_id), ("eos_token_id", eos_id))
-                     if value is not None})
+    given = {"bos_token_id": bos_id, "eos_token_id": eos_id}
+    settings.update({key: value for key, value in given.items() if value is not None})
     if shape.head_dim is not None or "head_dim" in config_class.__annotations__:
         settings["head_dim"] = shape.head_size  # Qwen2 has no such field unless it is set apart
     return config_class(
@@ -68,7 +75,8 @@ def hf_config(shape: Shape, vocab: int, bos_id: int | None = None, eos_id: int |
     )
 
 
-def build_model(shape: Shape, vocab: int, seed: int = 0, **token_ids: int | None) -> PreTrainedModel:
+def build_model(shape: Shape, vocab: int, seed: int = 0,
+                **token_ids: int | None) -> PreTrainedModel:
     """A freshly initialised fp32 model of the shape's family; the same seed gives the same
     weights on every rank."""
     config = hf_config(shape, vocab, **token_ids)
@@ -138,7 +146,7 @@ def param_shapes(shape: Shape, vocab: int) -> dict[str, tuple[int, ...]]:
 
 
 def block_params(shape: Shape) -> int:
-    """Parameters of one transformer block: attention, SwiGLU MLP (with any biases), two RMSNorms."""
+    """Parameters of one transformer block: attention, SwiGLU MLP (biases too), two RMSNorms."""
     return sum(math.prod(size) for size in block_shapes(shape).values())
 
 
@@ -168,7 +176,8 @@ def flops_per_token(shape: Shape, vocab: int, seq_len: int,
     if lowest is None:  # nothing below the head trains: no backward into the model
         activation_grads = 0
     else:  # through the final norm, then each block down to the lowest trained one
-        activation_grads = 2 * shape.hidden + (shape.layers - lowest) * (2 * per_block + 2 * attention)
+        per_layer = 2 * per_block + 2 * attention
+        activation_grads = 2 * shape.hidden + (shape.layers - lowest) * per_layer
     return forward + activation_grads + weight_grads
 
 

@@ -19,28 +19,66 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, PreTrainedModel,
-    Qwen2Config, Qwen2ForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
 )
 
 from raygrow.data.tokenizer import ByteTokenizer
 
 TOKENIZER_VOCAB = ByteTokenizer.vocab_size
-COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-              num_key_value_heads=2, max_position_embeddings=256, bos_token_id=ByteTokenizer.bos_id,
-              eos_token_id=ByteTokenizer.eos_id)
+COMMON = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+    "bos_token_id": ByteTokenizer.bos_id,
+    "eos_token_id": ByteTokenizer.eos_id,
+}
 FAMILIES = {
-    "llama": (LlamaConfig, LlamaForCausalLM, dict(
-        vocab_size=TOKENIZER_VOCAB, rms_norm_eps=1e-6, tie_word_embeddings=False,
-        rope_parameters={"rope_type": "llama3", "rope_theta": 500_000.0, "factor": 8.0,
-                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                         "original_max_position_embeddings": 64})),
-    "mistral": (MistralConfig, MistralForCausalLM, dict(
-        vocab_size=TOKENIZER_VOCAB, head_dim=32, tie_word_embeddings=True, sliding_window=4096,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0})),
-    "qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(
-        vocab_size=TOKENIZER_VOCAB + 6, tie_word_embeddings=True,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0})),
+    "llama": (
+        LlamaConfig,
+        LlamaForCausalLM,
+        {
+            "vocab_size": TOKENIZER_VOCAB,
+            "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": False,
+            "rope_parameters": {
+                "rope_type": "llama3",
+                "rope_theta": 500_000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        },
+    ),
+    "mistral": (
+        MistralConfig,
+        MistralForCausalLM,
+        {
+            "vocab_size": TOKENIZER_VOCAB,
+            "head_dim": 32,
+            "tie_word_embeddings": True,
+            "sliding_window": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0},
+        },
+    ),
+    "qwen2": (
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        {
+            "vocab_size": TOKENIZER_VOCAB + 6,
+            "tie_word_embeddings": True,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0},
+        },
+    ),
 }
 
 

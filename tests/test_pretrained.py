@@ -11,7 +11,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from test_cli import assert_refused, raygrow
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 from raygrow.cli import main
 from raygrow.config import GrowthConfig, Shape, run_config
@@ -21,10 +27,21 @@ from raygrow.data.tokenizer import ByteTokenizer
 from raygrow.errors import ConfigError
 from raygrow.grow import PRESERVATION_TOLERANCE, max_logit_difference
 from raygrow.grow.depth import layer_sources
-from raygrow.model import block_params, build_model, flops_per_token, layer_key, param_shapes, shape_of
+from raygrow.model import (
+    block_params,
+    build_model,
+    flops_per_token,
+    layer_key,
+    param_shapes,
+    shape_of,
+)
 from raygrow.tiny_hf import FAMILIES, write_tiny_model
 from raygrow.train.engine import (
-    base_optimizer, engine_from_state, freeze, gather_full_state, single_process_group,
+    base_optimizer,
+    engine_from_state,
+    freeze,
+    gather_full_state,
+    single_process_group,
 )
 from raygrow.train.loop import causal_lm_loss
 
@@ -40,11 +57,19 @@ def models(tmp_path_factory) -> dict[str, str]:
 
 def plan(init: str, **sections) -> dict:
     """A SOLAR-style plan from `init`: stage 0 trains nothing, stage 1 stacks 0..2 and 1..3."""
-    raw = {"name": "pre", "data": {"source": "stdlib", "seq_len": SEQ, "max_documents": 5},
-           "train": {"batch_tokens": 512, "micro_batch": 4},
-           "stages": [{"init": init, "tokens": 0},
-                      {"growth": {"depth_op": "stack", "layer_order": ["0..2", "1..3"]},
-                       "shape": {"layers": 6}, "tokens": 1024}]}
+    raw = {
+        "name": "pre",
+        "data": {"source": "stdlib", "seq_len": SEQ, "max_documents": 5},
+        "train": {"batch_tokens": 512, "micro_batch": 4},
+        "stages": [
+            {"init": init, "tokens": 0},
+            {
+                "growth": {"depth_op": "stack", "layer_order": ["0..2", "1..3"]},
+                "shape": {"layers": 6},
+                "tokens": 1024,
+            },
+        ],
+    }
     for section, values in sections.items():
         raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
     return raw
@@ -61,10 +86,20 @@ def test_init_takes_shape_config_and_tokenizer_from_the_model(models, family):
     assert config.data.tokenizer == models[family]
     grown = build_model(second, second.vocab)
     assert type(grown) is type(source)
-    for field in ("rope_parameters", "rms_norm_eps", "head_dim", "tie_word_embeddings",
-                  "num_key_value_heads", "sliding_window", "bos_token_id", "eos_token_id"):
+    for field in (
+        "rope_parameters",
+        "rms_norm_eps",
+        "head_dim",
+        "tie_word_embeddings",
+        "num_key_value_heads",
+        "sliding_window",
+        "bos_token_id",
+        "eos_token_id",
+    ):
         assert getattr(grown.config, field, None) == getattr(source.config, field, None), field
-    assert param_shapes(first, first.vocab) == {n: tuple(p.shape) for n, p in source.named_parameters()}
+    assert param_shapes(first, first.vocab) == {
+        n: tuple(p.shape) for n, p in source.named_parameters()
+    }
 
 
 def test_a_plan_tokenizer_wins_and_a_given_shape_must_agree(models):
@@ -90,8 +125,13 @@ def gpt2_dir(tmp_path) -> str:
 def small_vocab_dir(tmp_path) -> str:
     """A Llama whose 200-token vocabulary cannot hold the byte tokenizer's 258 ids."""
     directory = tmp_path / "small-vocab"
-    config = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=4,
-                         num_attention_heads=2, vocab_size=200)
+    config = LlamaConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        vocab_size=200,
+    )
     LlamaForCausalLM(config).save_pretrained(directory)
     ByteTokenizer().save_pretrained(str(directory))
     return str(directory)
@@ -104,14 +144,32 @@ def not_a_model_dir(tmp_path) -> str:
 
 
 REFUSALS = {
-    "missing": (lambda tmp, models: plan(str(tmp / "nowhere")), ["stages[0].init", "does not exist"]),
-    "not a model": (lambda tmp, models: plan(not_a_model_dir(tmp)), ["stages[0].init", "no config.json"]),
-    "model_type": (lambda tmp, models: plan(gpt2_dir(tmp)), ["stages[0].init", "model_type 'gpt2'"]),
-    "shape": (lambda tmp, models: {**plan(models["qwen2"]), "stages": [
-        {"init": models["qwen2"], "tokens": 0, "shape": {"hidden": 128}},
-        *plan(models["qwen2"])["stages"][1:]]}, ["stages[0].shape.hidden", "the model", "has 64"]),
-    "vocab": (lambda tmp, models: plan(small_vocab_dir(tmp)),
-              ["data.tokenizer", "258 tokens", "200"]),
+    "missing": (
+        lambda tmp, models: plan(str(tmp / "nowhere")),
+        ["stages[0].init", "does not exist"],
+    ),
+    "not a model": (
+        lambda tmp, models: plan(not_a_model_dir(tmp)),
+        ["stages[0].init", "no config.json"],
+    ),
+    "model_type": (
+        lambda tmp, models: plan(gpt2_dir(tmp)),
+        ["stages[0].init", "model_type 'gpt2'"],
+    ),
+    "shape": (
+        lambda tmp, models: {
+            **plan(models["qwen2"]),
+            "stages": [
+                {"init": models["qwen2"], "tokens": 0, "shape": {"hidden": 128}},
+                *plan(models["qwen2"])["stages"][1:],
+            ],
+        },
+        ["stages[0].shape.hidden", "the model", "has 64"],
+    ),
+    "vocab": (
+        lambda tmp, models: plan(small_vocab_dir(tmp)),
+        ["data.tokenizer", "258 tokens", "200"],
+    ),
 }
 
 
@@ -126,7 +184,13 @@ def test_bad_init_is_refused_in_one_line_before_any_work(tmp_path, models, case)
 
 
 def test_layer_order_ranges_and_block_expansion_placement():
-    assert GrowthConfig(depth_op="stack", layer_order=["0..2", 1, "3..3"]).layer_order == [0, 1, 2, 1, 3]
+    assert GrowthConfig(depth_op="stack", layer_order=["0..2", 1, "3..3"]).layer_order == [
+        0,
+        1,
+        2,
+        1,
+        3,
+    ]
     for bad in (["2..1"], ["0..x"], ["a"]):
         with pytest.raises(ConfigError, match="^layer_order"):
             GrowthConfig(depth_op="stack", layer_order=bad)
@@ -143,14 +207,49 @@ def test_offline_growth_of_each_family_keeps_its_class_and_function(tmp_path, mo
     both load as the model's own class; the widening keeps the logits."""
     source = AutoModelForCausalLM.from_pretrained(models[family], dtype=torch.float32)
     stacked, widened = tmp_path / "stacked", tmp_path / "widened"
-    assert main(["grow", models[family], "--to", "layers=6", "--depth-op", "stack",
-                 "--layer-order", "0..2,1..3", "--out", str(stacked)]) == 0
-    assert main(["grow", models[family], "--to", "layers=6,hidden=128,ffn=256", "--depth-op", "zero",
-                 "--every", "2", "--width-op", "zero", "--out", str(widened)]) == 0
+    assert (
+        main(
+            [
+                "grow",
+                models[family],
+                "--to",
+                "layers=6",
+                "--depth-op",
+                "stack",
+                "--layer-order",
+                "0..2,1..3",
+                "--out",
+                str(stacked),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "grow",
+                models[family],
+                "--to",
+                "layers=6,hidden=128,ffn=256",
+                "--depth-op",
+                "zero",
+                "--every",
+                "2",
+                "--width-op",
+                "zero",
+                "--out",
+                str(widened),
+            ]
+        )
+        == 0
+    )
     stacked_model = AutoModelForCausalLM.from_pretrained(stacked)
     widened_model = AutoModelForCausalLM.from_pretrained(widened, dtype=torch.float32)
     assert type(stacked_model) is type(widened_model) is type(source)
-    tensors, original = load_file(stacked / "model.safetensors"), load_file(f"{models[family]}/model.safetensors")
+    tensors, original = (
+        load_file(stacked / "model.safetensors"),
+        load_file(f"{models[family]}/model.safetensors"),
+    )
     for target, layer in enumerate([0, 1, 2, 1, 2, 3]):
         for name in ("self_attn.q_proj.weight", "mlp.down_proj.weight", "input_layernorm.weight"):
             assert torch.equal(tensors[layer_key(target, name)], original[layer_key(layer, name)])
@@ -161,19 +260,31 @@ def test_offline_growth_of_each_family_keeps_its_class_and_function(tmp_path, mo
 
 def test_trainable_new_blocks_and_patterns_resolve_per_stage(models):
     pro = plan(models["llama"], train={"trainable": "new_blocks"})
-    pro["stages"][1] = {"growth": {"depth_op": "zero", "every": 2}, "shape": {"layers": 6}, "tokens": 1024}
+    pro["stages"][1] = {
+        "growth": {"depth_op": "zero", "every": 2},
+        "shape": {"layers": 6},
+        "tokens": 1024,
+    }
     specs = plan_specs(run_config(pro), "dataset")
     assert specs[0].trainable is None  # trains nothing
     assert {name.split(".")[2] for name in specs[1].trainable} == {"2", "5"}
     assert len(specs[1].trainable) == 2 * 9  # every tensor of the two new blocks
     assert specs[1].fingerprint()["trainable"] == list(specs[1].trainable)
-    patterned = plan(models["llama"], train={"trainable": ["model.layers.*.mlp.*", "lm_head.weight"]})
+    patterned = plan(
+        models["llama"], train={"trainable": ["model.layers.*.mlp.*", "lm_head.weight"]}
+    )
     chosen = plan_specs(run_config(patterned), "dataset")[1].trainable
     assert len(chosen) == 6 * 3 + 1 and all(".mlp." in n or n == "lm_head.weight" for n in chosen)
-    with pytest.raises(ConfigError, match=r"^train\.trainable: new_blocks: stage 1 has no new blocks"):
+    with pytest.raises(
+        ConfigError, match=r"^train\.trainable: new_blocks: stage 1 has no new blocks"
+    ):
         plan_specs(run_config(plan(models["llama"], train={"trainable": "new_blocks"})), "dataset")
-    with pytest.raises(ConfigError, match=r"^train\.trainable: 'model\.nothing\*' matches no parameter"):
-        plan_specs(run_config(plan(models["llama"], train={"trainable": ["model.nothing*"]})), "dataset")
+    with pytest.raises(
+        ConfigError, match=r"^train\.trainable: 'model\.nothing\*' matches no parameter"
+    ):
+        plan_specs(
+            run_config(plan(models["llama"], train={"trainable": ["model.nothing*"]})), "dataset"
+        )
     with pytest.raises(ConfigError, match=r"^train\.trainable: freezing parameters is supported"):
         run_config(plan(models["llama"], train={"trainable": "new_blocks", "zero_stage": 3}))
 
@@ -186,21 +297,33 @@ def test_frozen_blocks_flops_count_only_the_backward_they_need():
     names = list(param_shapes(shape, vocab))
     everything = flops_per_token(shape, vocab, SEQ)
     assert flops_per_token(shape, vocab, SEQ, names) == everything
-    block = lambda layer: [n for n in names if n.startswith(f"model.layers.{layer}.")]  # noqa: E731
+    block = lambda layer: [n for n in names if n.startswith(f"model.layers.{layer}.")]
     top_only = flops_per_token(shape, vocab, SEQ, block(3))
     forward = 2 * (4 * per_block + shape.hidden) + 4 * attention
     assert top_only == forward + (2 * shape.hidden + 2 * per_block + 2 * attention) + 2 * per_block
     above_first = flops_per_token(shape, vocab, SEQ, block(1) + block(2) + block(3))
-    assert everything - above_first == 2 * per_block + 2 * shape.hidden + (2 * per_block + 2 * attention)
+    assert everything - above_first == 2 * per_block + 2 * shape.hidden + (
+        2 * per_block + 2 * attention
+    )
 
 
 @pytest.mark.parametrize("zero_stage", [0, 2])
 def test_frozen_parameters_stay_bit_identical_and_get_no_optimizer_state(zero_stage):
     single_process_group()
     shape = Shape(layers=3, hidden=32, heads=4, kv_heads=2, ffn=64, family="qwen2")
-    config = run_config({"model": dataclasses.asdict(shape), "data": {"seq_len": SEQ},
-                         "train": {"batch_tokens": 8 * SEQ, "micro_batch": 4, "zero_stage": zero_stage,
-                                   "lr": 1e-2, "warmup_steps": 0}})
+    config = run_config(
+        {
+            "model": dataclasses.asdict(shape),
+            "data": {"seq_len": SEQ},
+            "train": {
+                "batch_tokens": 8 * SEQ,
+                "micro_batch": 4,
+                "zero_stage": zero_stage,
+                "lr": 1e-2,
+                "warmup_steps": 0,
+            },
+        }
+    )
     model = build_model(shape, 64, seed=0)
     before = {name: param.detach().clone() for name, param in model.named_parameters()}
     trainable = [name for name in before if name.startswith("model.layers.1.")]

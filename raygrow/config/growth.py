@@ -18,6 +18,7 @@ from raygrow.errors import ConfigError
 DEPTH_OPS = tuple(OPERATORS["depth"])
 WIDTH_OPS = tuple(OPERATORS["width"])
 WIDTH_FIELDS = GROWN_DIMENSIONS[1:]
+WHY_HEAD_DIM = "RoPE ties each head coordinate to its frequency"
 GROWTH_FIELDS = ("depth_op", "width_op", "optimizer", "lr", "layer_order", "every", "ramp_steps")
 
 
@@ -123,12 +124,13 @@ def _check_names(depth_op: str | None, width_op: str | None, optimizer: str | No
 def _check_width(source: Shape, target: Shape, width_op: str) -> None:
     head_dim = source.head_size
     if target.head_dim is None:
-        require(target.hidden % head_dim == 0 and target.heads == target.hidden // head_dim, "heads",
+        heads_fit = target.hidden % head_dim == 0 and target.heads == target.hidden // head_dim
+        require(heads_fit, "heads",
                 f"must be hidden / head_dim = {target.hidden / head_dim:g} to keep head_dim "
-                f"{head_dim} (width growth adds heads; RoPE ties each head coordinate to its frequency)")
+                f"{head_dim} (width growth adds heads; {WHY_HEAD_DIM})")
     require(target.head_size == head_dim, "head_dim",
-            f"must stay {head_dim}, got {target.head_size} (width growth adds heads; RoPE ties each "
-            "head coordinate to its frequency)")
+            f"must stay {head_dim}, got {target.head_size} (width growth adds heads; "
+            f"{WHY_HEAD_DIM})")
     source_group, target_group = source.heads // source.kv_heads, target.heads // target.kv_heads
     require(target_group >= source_group, "kv_heads",
             f"{target.kv_heads} kv heads give {target_group} query heads per kv head, fewer than "

@@ -354,7 +354,7 @@ class RunConfig:
             require(self.batch_rows % (workers * self.train.micro_batch) == 0, "train.micro_batch",
                     f"{self.batch_rows} rows per step must split evenly over {workers} workers × "
                     f"micro_batch {self.train.micro_batch}")
-        # 0 tokens: a pretrained first stage (or the single-stage config it compiles to) trains nothing
+        # 0 tokens: a pretrained first stage (or the single-stage config of it) trains nothing
         require(stage.tokens >= self.train.batch_tokens or stage.tokens == 0,
                 f"{where}tokens" if where else "train.tokens",
                 f"{stage.tokens} is less than one batch ({self.train.batch_tokens} tokens)")
@@ -430,5 +430,6 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
 
 
 def run_config(raw: dict[str, Any]) -> RunConfig:
-    """A RunConfig from a raw mapping (a pretrained first stage resolved first). Raises ConfigError."""
+    """A RunConfig from a raw mapping, a pretrained first stage resolved first. Raises
+    ConfigError."""
     return from_dict(RunConfig, run_config_raw(raw))

@@ -1,8 +1,9 @@
 """`raygrow grow SRC_DIR --to layers=8,hidden=128,heads=8 --depth-op stack --width-op split --out DST_DIR`
 
-Grows a Hugging Face Llama, Mistral or Qwen2 model offline and writes another of the same class
-that stock `AutoModelForCausalLM.from_pretrained` loads (every config field kept). Masked operators are refused here: their masks only
-make sense during a training ramp, and a model saved at m = 0 would not be a plain Llama.
+Grows a Hugging Face Llama, Mistral or Qwen2 model offline and writes another of the same
+class that stock `AutoModelForCausalLM.from_pretrained` loads (every config field kept). Masked
+operators are refused here: their masks only make sense during a training ramp, and a model saved
+at m = 0 would not be a plain Llama.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ PASSTHROUGH = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", metavar="SRC_DIR",
-                        help="Hugging Face Llama / Mistral / Qwen2 model (config.json + safetensors)")
+                        help="Hugging Face Llama / Mistral / Qwen2 model directory "
+                             "(config.json + safetensors)")
     parser.add_argument("--to", required=True, metavar="KEY=N,...",
                         help=f"target shape; keys {', '.join(TARGET_KEYS)}; unnamed keys keep the source's "
                              "(heads follow hidden to keep head_dim, kv_heads keeps the query heads per kv head, "
@@ -114,7 +116,8 @@ def parse_target(text: str, source: Shape) -> Shape:
 
 def _read_config(source_dir: Path):
     if not (source_dir / "config.json").is_file():
-        raise ConfigError("SRC_DIR", f"{source_dir} has no config.json: give a Hugging Face model directory")
+        raise ConfigError("SRC_DIR", f"{source_dir} has no config.json: give a Hugging Face model "
+                                     "directory")
     try:
         return AutoConfig.from_pretrained(source_dir)
     except (OSError, ValueError) as error:  # an unknown model_type, unreadable JSON
@@ -126,7 +129,8 @@ def _load_model(source_dir: Path, shape: Shape) -> PreTrainedModel:
     try:
         return FAMILY_CLASSES[shape.family][1].from_pretrained(source_dir, dtype=torch.float32)
     except (OSError, ValueError) as error:
-        raise ConfigError("SRC_DIR", f"cannot load the model in {source_dir}: {first_line(error)}") from None
+        raise ConfigError("SRC_DIR", f"cannot load the model in {source_dir}: "
+                                     f"{first_line(error)}") from None
 
 
 def _parse_order(text: str | None) -> list[int] | None:
@@ -139,7 +143,8 @@ def _parse_order(text: str | None) -> list[int] | None:
         raise ConfigError("--layer-order", error.message) from None
 
 
-def _write_atomically(model: PreTrainedModel, source_dir: Path, out_dir: Path, summary: dict) -> None:
+def _write_atomically(model: PreTrainedModel, source_dir: Path, out_dir: Path,
+                      summary: dict) -> None:
     """Write into a temporary sibling directory and rename it into place: all or nothing."""
     out_dir = out_dir.absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -163,8 +168,8 @@ def _summary(args: argparse.Namespace, source: Shape, result: GrowthResult, diff
     return {
         "source": str(args.src),
         "source_shape": dataclasses.asdict(source), "target_shape": dataclasses.asdict(result.shape),
-        "depth_op": args.depth_op, "width_op": args.width_op, "layer_order": _parse_order(args.layer_order),
-        "every": args.every, "seed": args.seed,
+        "depth_op": args.depth_op, "width_op": args.width_op,
+        "layer_order": _parse_order(args.layer_order), "every": args.every, "seed": args.seed,
         "function_preserving": result.function_preserving, "max_logit_difference": difference,
         "optimizer_policy": result.optimizer_policy, "lr_policy": result.lr_policy,
     }

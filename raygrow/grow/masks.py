@@ -79,7 +79,8 @@ def apply_masks(model: PreTrainedModel, masks: MaskSpec, value: float = 0.0) -> 
         for block in blocks:
             _mask_inputs(handle, block.mlp.down_proj, _flags(config.intermediate_size, masks.ffn))
     if masks.heads:
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or \
+            config.hidden_size // config.num_attention_heads
         dims = [head * head_dim + i for head in masks.heads for i in range(head_dim)]
         for block in blocks:
             _mask_inputs(handle, block.self_attn.o_proj, _flags(config.num_attention_heads * head_dim, dims))

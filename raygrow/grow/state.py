@@ -14,7 +14,14 @@ from transformers import PreTrainedModel
 from raygrow.config import Shape
 from raygrow.errors import ConfigError
 from raygrow.model import (  # noqa: F401 - the key names are part of this module's interface
-    EMBED, FINAL_NORM, LAYER_PREFIX, LM_HEAD, block_shapes, build_model, layer_key, param_shapes,
+    EMBED,
+    FINAL_NORM,
+    LAYER_PREFIX,
+    LM_HEAD,
+    block_shapes,
+    build_model,
+    layer_key,
+    param_shapes,
 )
 
 # The tensors of one decoder block without biases, under `model.layers.{i}.`
@@ -57,7 +64,8 @@ def state_from_model(model: PreTrainedModel) -> TrainState:
     return TrainState(params=params)
 
 
-def load_into_model(state: TrainState, shape: Shape, vocab: int, **token_ids: int | None) -> PreTrainedModel:
+def load_into_model(state: TrainState, shape: Shape, vocab: int,
+                    **token_ids: int | None) -> PreTrainedModel:
     """A fresh Hugging Face model of `shape` holding `state.params` (token ids go to its config)."""
     check_state(TrainState(params=state.params), shape, vocab)
     model = build_model(shape, vocab, **token_ids)

@@ -80,8 +80,8 @@ class Worker:
         self.train_rows = PackedRows(run.dataset_dir, "train", self.config.data.shuffle_seed,
                                      self.config.data.shuffle_window)
         self.val_rows = PackedRows(run.dataset_dir, "val", None)
-        self.flops_per_token = flops_per_token(self.config.model, self.vocab, self.config.data.seq_len,
-                                               run.trainable)
+        self.flops_per_token = flops_per_token(self.config.model, self.vocab,
+                                               self.config.data.seq_len, run.trainable)
         resumed_from, state, meta = self._start_state()
         self.progress = Progress.from_meta(meta) if meta else Progress()
         self.masks = run.masks if self.progress.step <= run.ramp_steps else None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from raygrow.config import DataConfig, GrowthConfig, RunConfig, Shape, StageConfig, TrainConfig, load_config
+from raygrow.config import DataConfig, GrowthConfig, RunConfig, Shape, StageConfig, TrainConfig
 from raygrow.errors import ConfigError
 from raygrow.hardware import measure_cpu_peak
 from raygrow.plan import (Hardware, format_report, growth_timing_tokens, plan_report,
