@@ -52,7 +52,6 @@ def check(config: RunConfig) -> DatasetPlan:
         check_eval(config.eval)
     check_tracking(config)
     plan = plan_dataset(config)
-    check_vocab(config, plan.tokenizer.vocab_size)
     if storage.info(config.run_dir).type not in (storage.FileType.NotFound, storage.FileType.Directory):
         raise ConfigError("name", f"{config.run_dir} exists and is not a directory")
     return plan
@@ -263,6 +262,7 @@ def execute(config: RunConfig, specs: list[StageSpec], inputs: dict, autoscaling
 def train(config: RunConfig, show_progress: bool = True) -> dict:
     """Run every stage of `config` (or up to `train.stop_after`); returns summary.json's contents."""
     plan = check(config)
+    check_vocab(config, plan.tokenizer.vocab_size)  # before any cluster work, after the config
     specs = plan_specs(config, plan.directory)
     inputs = run_inputs(config.to_dict(), storage.base_name(plan.directory))
     check_resume_inputs(config, inputs)
