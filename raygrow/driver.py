@@ -39,6 +39,8 @@ log = logging.getLogger("raygrow")
 def check(config: RunConfig) -> DatasetPlan:
     """Everything that can be checked without a cluster; raises a one-line RaygrowError. Returns
     the dataset plan (corpus listed, tokenizer loaded: once per driver)."""
+    if not config.stages and config.train.tokens == 0:
+        raise ConfigError("train.tokens", "must be ≥ 1 (a run of one stage must train)")
     for index, stage in enumerate(config.plan_stages):
         if stage.shape is None:
             raise ConfigError(f"stages[{index}].shape", "required to train (params-only stages are for "
@@ -53,6 +55,20 @@ def check(config: RunConfig) -> DatasetPlan:
     if storage.info(config.run_dir).type not in (storage.FileType.NotFound, storage.FileType.Directory):
         raise ConfigError("name", f"{config.run_dir} exists and is not a directory")
     return plan
+
+
+def check_vocab(config: RunConfig, tokenizer_vocab: int) -> None:
+    """Every token id the tokenizer makes must have an embedding row in every stage's model."""
+    for index, stage in enumerate(config.plan_stages):
+        if stage.shape.vocab is None or stage.shape.vocab >= tokenizer_vocab:
+            continue
+        if stage.init:
+            raise ConfigError("data.tokenizer", f"{config.data.tokenizer} has {tokenizer_vocab} "
+                              f"tokens, more than the {stage.shape.vocab} of the model in "
+                              "stages[0].init; use the model's own tokenizer")
+        raise ConfigError("model.vocab" if not config.stages else f"stages[{index}].shape.vocab",
+                          f"{stage.shape.vocab} is smaller than the tokenizer's {tokenizer_vocab} "
+                          "tokens; raise it or leave it unset")
 
 
 def check_storage(config: RunConfig) -> None:
@@ -248,16 +264,12 @@ def execute(config: RunConfig, specs: list[StageSpec], inputs: dict, autoscaling
 def train(config: RunConfig, show_progress: bool = True) -> dict:
     """Run every stage of `config` (or up to `train.stop_after`); returns summary.json's contents."""
     plan = check(config)
+    check_vocab(config, plan.tokenizer.vocab_size)  # before any cluster work, after the config
     specs = plan_specs(config, plan.directory)
     inputs = run_inputs(config.to_dict(), storage.base_name(plan.directory))
     check_resume_inputs(config, inputs)
     autoscaling = ensure_ray()
     manifest = prepare(config, show_progress=show_progress, plan=plan)
-    for index, stage in enumerate(config.plan_stages):
-        if stage.shape.vocab is not None and stage.shape.vocab < manifest.vocab_size:
-            raise ConfigError("model.vocab" if not config.stages else f"stages[{index}].shape.vocab",
-                              f"{stage.shape.vocab} is smaller than the tokenizer's {manifest.vocab_size} "
-                              "tokens; raise it or leave it unset")
     tracker = open_tracker(config, specs)
     summary = None
     try:

@@ -61,3 +61,24 @@ def tiny_config(tmp_path_factory, dataset_cache):
         return from_dict(RunConfig, raw)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def shipped_plan(tmp_path_factory):
+    """Factory: a shipped plan loaded as a RunConfig; one that starts from a pretrained model
+    (`init: ./models/tiny-llama`) gets the tiny model jobs/make_tiny_hf.py writes, in a tmp dir."""
+    from raygrow.config import load_config
+
+    made: dict[str, str] = {}
+
+    def load(path: Path):
+        raw = path.read_text()
+        if "init:" not in raw:
+            return load_config(path)
+        if "llama" not in made:
+            from raygrow.tiny_hf import write_tiny_model
+
+            made["llama"] = str(write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama"))
+        return load_config(path, [f"stages.0.init={made['llama']}"])
+
+    return load

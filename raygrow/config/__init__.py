@@ -1,14 +1,16 @@
 """Typed configs: YAML → validated dataclasses, for runs, growth plans, versions and sweeps.
 
     binding     from_dict / apply_override / read_yaml / require: the one YAML binding
-    shape       Shape: a Llama-architecture model shape
+    shape       Shape: a Llama-architecture model shape, with its family (llama, mistral, qwen2)
+    pretrained  `stages[0].init`: the shape of a Hugging Face model directory, read from its config
     operators   the growth operators' table: what each preserves, does to optimizer and LR
     growth      GrowthConfig and check_growth: every growth check that needs no tensor
     versions    the `versions:` section (data versions released one after another)
     run         RunConfig and its sections; load_config
 
 Lower layers (`grow`, `model`, `versions`, `tune`) import from here; this package imports
-nothing of raygrow but `errors`, so a RunConfig can validate its growths completely at load time.
+nothing of raygrow but `errors` (and `storage`, lazily, to read an s3:// model's config), so a
+RunConfig can validate its growths completely at load time.
 """
 
 from raygrow.config.binding import apply_override, from_dict, read_yaml, require
@@ -27,6 +29,7 @@ from raygrow.config.run import (
     WandbConfig,
     WorkerRange,
     load_config,
+    run_config,
 )
 from raygrow.config.shape import Shape
 from raygrow.config.versions import DocumentSlice, VersionsConfig, VersionSpec
@@ -37,5 +40,5 @@ __all__ = [
     "SourceConfig", "StageConfig", "TrackingConfig", "TrainConfig", "VersionSpec", "VersionsConfig",
     "WandbConfig",
     "WorkerRange", "apply_override", "check_growth", "from_dict", "load_config", "read_yaml",
-    "require",
+    "require", "run_config",
 ]

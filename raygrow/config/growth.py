@@ -18,7 +18,8 @@ from raygrow.errors import ConfigError
 DEPTH_OPS = tuple(OPERATORS["depth"])
 WIDTH_OPS = tuple(OPERATORS["width"])
 WIDTH_FIELDS = GROWN_DIMENSIONS[1:]
-GROWTH_FIELDS = ("depth_op", "width_op", "optimizer", "lr", "layer_order", "ramp_steps")
+WHY_HEAD_DIM = "RoPE ties each head coordinate to its frequency"
+GROWTH_FIELDS = ("depth_op", "width_op", "optimizer", "lr", "layer_order", "every", "ramp_steps")
 
 
 @dataclass
@@ -29,7 +30,10 @@ class GrowthConfig:
     width_op: str | None = None  # split | hyperclone | zero | masked; None: widths unchanged
     optimizer: str | None = None  # reset | carry | transform; None = the operator's default
     lr: str | None = None  # restart | rewind | continue; None = the operator's recommendation
-    layer_order: list[int] | None = None  # stack: the source layer of each target layer
+    layer_order: list[int | str] | None = None  # stack: the source layer of each target layer;
+    #   inclusive ranges allowed, e.g. [0..23, 8..31] (SOLAR's depth up-scaling of 32 layers to 48)
+    every: int | None = None  # zero / masked: one new block after every `every` source blocks
+    #   (LLaMA-Pro block expansion); the target has layers + layers // every blocks
     ramp_steps: int = 100  # masked ops: optimizer steps for the mask to rise from 0 to 1
 
     def __post_init__(self) -> None:
@@ -39,11 +43,30 @@ class GrowthConfig:
             require(value is None or value in allowed, name,
                     f"must be one of {', '.join(allowed)}, got {value!r}")
         require(self.ramp_steps >= 1, "ramp_steps", f"must be ≥ 1, got {self.ramp_steps}")
+        require(self.every is None or self.every >= 1, "every", f"must be ≥ 1, got {self.every}")
+        if self.layer_order is not None:
+            self.layer_order = expand_layer_order(self.layer_order)
 
     @property
     def masked(self) -> bool:
         """Whether the growth fades new parts in over `ramp_steps` (MSG)."""
         return "masked" in (self.depth_op, self.width_op)
+
+
+def expand_layer_order(items: list[int | str]) -> list[int]:
+    """A layer order with inclusive ranges (`0..23`) expanded; ConfigError naming layer_order."""
+    order: list[int] = []
+    for item in items:
+        if isinstance(item, int):
+            order.append(item)
+            continue
+        first, dots, last = str(item).strip().partition("..")
+        require(bool(dots) and first.strip().isdigit() and last.strip().isdigit(), "layer_order",
+                f"{item!r} is neither a layer number nor a range like 0..23")
+        start, end = int(first), int(last)
+        require(start <= end, "layer_order", f"range {item!r} runs backwards")
+        order.extend(range(start, end + 1))
+    return order
 
 
 def shape_text(shape: Shape) -> str:
@@ -57,7 +80,7 @@ def width_changes(source: Shape, target: Shape) -> bool:
 
 def check_growth(source: Shape, target: Shape, vocab: int | None, depth_op: str | None,
                  width_op: str | None, optimizer: str | None = None,
-                 layer_order: list[int] | None = None) -> None:
+                 layer_order: list[int] | None = None, every: int | None = None) -> None:
     """Refuse a growth that cannot be done, with one ConfigError naming the field. `vocab` None:
     not known yet (a config before its tokenizer is loaded), so only the shapes' own are compared."""
     _check_names(depth_op, width_op, optimizer)
@@ -72,6 +95,10 @@ def check_growth(source: Shape, target: Shape, vocab: int | None, depth_op: str 
             "vocab", f"cannot change during growth (source {source.vocab}, target {target.vocab})")
     require(target.tie_embeddings == source.tie_embeddings, "tie_embeddings",
             f"cannot change during growth (source {source.tie_embeddings})")
+    require(target.family == source.family, "family",
+            f"cannot change during growth (source {source.family}, target {target.family})")
+    require(target.arch == source.arch, "arch", "cannot change during growth (the source's rope, "
+            "norm and bias settings are the model's function); leave it out to keep them")
     for name in GROWN_DIMENSIONS:
         before, after = getattr(source, name), getattr(target, name)
         require(after >= before, name, f"cannot shrink from {before} to {after}")
@@ -83,8 +110,8 @@ def check_growth(source: Shape, target: Shape, vocab: int | None, depth_op: str 
     if target.layers != source.layers:
         require(depth_op is not None, "depth_op", f"layers change {source.layers} -> "
                 f"{target.layers}: choose one of {', '.join(DEPTH_OPS)}")
-    if depth_op is not None or layer_order is not None:
-        _check_depth(source, target, depth_op, layer_order)
+    if depth_op is not None or layer_order is not None or every is not None:
+        _check_depth(source, target, depth_op, layer_order, every)
 
 
 def _check_names(depth_op: str | None, width_op: str | None, optimizer: str | None) -> None:
@@ -95,10 +122,15 @@ def _check_names(depth_op: str | None, width_op: str | None, optimizer: str | No
 
 
 def _check_width(source: Shape, target: Shape, width_op: str) -> None:
-    head_dim = source.head_dim
-    require(target.hidden % head_dim == 0 and target.heads == target.hidden // head_dim, "heads",
-            f"must be hidden / head_dim = {target.hidden / head_dim:g} to keep head_dim {head_dim} "
-            f"(width growth adds heads; RoPE ties each head coordinate to its frequency)")
+    head_dim = source.head_size
+    if target.head_dim is None:
+        heads_fit = target.hidden % head_dim == 0 and target.heads == target.hidden // head_dim
+        require(heads_fit, "heads",
+                f"must be hidden / head_dim = {target.hidden / head_dim:g} to keep head_dim "
+                f"{head_dim} (width growth adds heads; {WHY_HEAD_DIM})")
+    require(target.head_size == head_dim, "head_dim",
+            f"must stay {head_dim}, got {target.head_size} (width growth adds heads; "
+            f"{WHY_HEAD_DIM})")
     source_group, target_group = source.heads // source.kv_heads, target.heads // target.kv_heads
     require(target_group >= source_group, "kv_heads",
             f"{target.kv_heads} kv heads give {target_group} query heads per kv head, fewer than "
@@ -114,8 +146,15 @@ def _check_width(source: Shape, target: Shape, width_op: str) -> None:
 
 
 def _check_depth(source: Shape, target: Shape, depth_op: str | None,
-                 layer_order: list[int] | None) -> None:
+                 layer_order: list[int] | None, every: int | None = None) -> None:
     multiple = target.layers % source.layers == 0
+    if every is not None:
+        require(depth_op in ("zero", "masked"), "every",
+                f"places new blocks: only for depth_op zero or masked, not {depth_op}")
+        expected = source.layers + source.layers // every
+        require(target.layers == expected, "layers",
+                f"one new block after every {every} of {source.layers} blocks makes {expected} "
+                f"layers, got {target.layers}")
     if layer_order is not None:
         require(depth_op == "stack", "layer_order", f"only applies to depth_op stack, not {depth_op}")
         require(len(layer_order) == target.layers, "layer_order",
@@ -146,7 +185,7 @@ def check_transition(before: Shape, after: Shape, growth: GrowthConfig | None, w
             f"{where}.growth.width_op", "widths grow: name a width operator")
     try:
         check_growth(before, after, None, growth.depth_op, growth.width_op, growth.optimizer,
-                     growth.layer_order)
+                     growth.layer_order, growth.every)
     except ConfigError as error:
         section = "growth" if error.field in GROWTH_FIELDS else "shape"
         raise ConfigError(f"{where}.{section}.{error.field.removeprefix('source.')}",

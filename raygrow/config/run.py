@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from raygrow.config.binding import apply_override, from_dict, read_yaml, require
 from raygrow.config.growth import GrowthConfig, check_transition
+from raygrow.config.pretrained import run_config_raw
 from raygrow.config.shape import Shape
 from raygrow.config.versions import VersionsConfig, check_versions
 
@@ -93,7 +94,8 @@ class DataConfig:
 class TrainConfig:
     """The per-worker training loop: batch, optimizer, schedule, parallelism."""
 
-    tokens: int = 1_000_000  # training tokens for the run (rounded down to whole steps)
+    tokens: int = 1_000_000  # training tokens for the run (rounded down to whole steps); 0 only
+    #                          for a plan's pretrained first stage (`stages[0].init`)
     workers: int = 1  # Ray Train workers (data-parallel ranks)
     cpus_per_worker: float | None = None  # None = share the node's CPUs, leaving room for Ray Data
     use_gpu: bool | None = None  # None = use GPUs when the cluster has them
@@ -141,9 +143,12 @@ class TrainConfig:
     #   none; full = every decoder block; every_k = blocks 0, k, 2k, ... (the Hugging Face model's
     #   own non-reentrant gradient checkpointing)
     activation_checkpointing_every: int = 2  # every_k: the k
+    trainable: str | list[str] = "all"  # what trains; the rest is frozen (no gradient, no AdamW
+    #   state, bit-identical): all; new_blocks = the blocks the stage's growth added (LLaMA-Pro
+    #   block expansion); or parameter-name patterns (fnmatch), e.g. ["model.layers.1[2-5].*"]
 
     def __post_init__(self) -> None:
-        require(self.tokens >= 1, "tokens", f"must be ≥ 1, got {self.tokens}")
+        require(self.tokens >= 0, "tokens", f"must be ≥ 0, got {self.tokens}")
         require(self.workers >= 1, "workers", f"must be ≥ 1, got {self.workers}")
         require(self.cpus_per_worker is None or self.cpus_per_worker > 0, "cpus_per_worker",
                  f"must be > 0, got {self.cpus_per_worker}")
@@ -179,6 +184,10 @@ class TrainConfig:
         require(isinstance(self.activation_checkpointing_every, int)
                 and self.activation_checkpointing_every >= 1, "activation_checkpointing_every",
                 f"must be a whole number ≥ 1, got {self.activation_checkpointing_every!r}")
+        check_trainable(self.trainable, "trainable")
+        require(self.trainable == "all" or self.zero_stage < 3, "trainable",
+                "freezing parameters is supported with zero_stage 0-2 (ZeRO-3 partitions frozen "
+                "parameters too); use zero_stage 2 or trainable: all")
         require(self.stop_after is None or self.stop_after >= 1, "stop_after",
                  f"must be ≥ 1, got {self.stop_after}")
         for name in ("log_every", "val_every", "val_rows"):
@@ -270,15 +279,19 @@ class WorkerRange:
 class StageConfig:
     """One stage of a growth plan: a shape trained for a number of tokens."""
 
-    tokens: int  # training tokens in this stage
-    shape: Shape | None = None  # the model of this stage
+    tokens: int  # training tokens in this stage (0: a pretrained first stage grown at once)
+    shape: Shape | None = None  # the model of this stage; with `init`, read from the model (a
+    #   shape given must agree), and a later stage's fields left out are the stage before's
+    init: str | None = None  # first stage only: a Hugging Face model directory (local or s3://)
+    #   whose weights, config and tokenizer (unless data.tokenizer names one) start the run
     params: float | None = None  # planning only: a parameter count instead of a shape (e.g. 16e9)
     workers: int | WorkerRange | None = None  # None = train.workers
     zero_stage: int | None = None  # None = train.zero_stage
     growth: GrowthConfig | None = None  # how this stage's model comes from the previous one
+    trainable: str | list[str] | None = None  # None = train.trainable (all, new_blocks, patterns)
 
     def __post_init__(self) -> None:
-        require(self.tokens >= 1, "tokens", f"must be ≥ 1, got {self.tokens}")
+        require(self.tokens >= 0, "tokens", f"must be ≥ 0, got {self.tokens}")
         require((self.shape is None) != (self.params is None), "shape",
                  "give either a shape or params (a parameter count, for planning only)")
         require(self.params is None or self.params >= 1, "params", f"must be ≥ 1, got {self.params}")
@@ -286,6 +299,17 @@ class StageConfig:
                  f"must be ≥ 1, got {self.workers}")
         require(self.zero_stage is None or 0 <= self.zero_stage <= 3, "zero_stage",
                  f"must be 0..3, got {self.zero_stage}")
+        if self.trainable is not None:
+            check_trainable(self.trainable, "trainable")
+
+
+def check_trainable(trainable: str | list[str], name: str) -> None:
+    if isinstance(trainable, str):
+        require(trainable in ("all", "new_blocks"), name,
+                f"must be all, new_blocks or a list of parameter-name patterns, got {trainable!r}")
+    else:
+        require(bool(trainable) and all(isinstance(p, str) and p for p in trainable), name,
+                f"must list at least one parameter-name pattern, got {trainable!r}")
 
 
 @dataclass
@@ -315,6 +339,11 @@ class RunConfig:
         if self.stages:
             require(self.stages[0].growth is None, "stages[0].growth",
                     "the first stage has nothing to grow from")
+            for index, stage in enumerate(self.stages):
+                require(not (index and stage.init), f"stages[{index}].init",
+                        "only the first stage can start from a pretrained model")
+                require(stage.tokens >= 1 or (index == 0 and stage.init), f"stages[{index}].tokens",
+                        f"must be ≥ 1, got {stage.tokens} (0 only for a first stage with init)")
             for index in range(1, len(self.stages)):
                 self._check_growth(index)
         for index, stage in enumerate(self.plan_stages):
@@ -357,12 +386,18 @@ class RunConfig:
             require(self.data.seq_len <= stage.shape.max_positions, "data.seq_len",
                     f"{self.data.seq_len} is over {where or 'model.'}max_positions "
                     f"({stage.shape.max_positions})")
+        trainable = stage.trainable or self.train.trainable
+        require(trainable == "all" or self.stage_zero(stage) < 3,
+                f"{where}zero_stage" if where else "train.zero_stage",
+                "must be 0-2 while parameters are frozen (train.trainable)")
         low, high = self.worker_range(stage)
         for workers in range(low, high + 1):
             require(self.batch_rows % (workers * self.train.micro_batch) == 0, "train.micro_batch",
                     f"{self.batch_rows} rows per step must split evenly over {workers} workers × "
                     f"micro_batch {self.train.micro_batch}")
-        require(stage.tokens >= self.train.batch_tokens, f"{where}tokens" if where else "train.tokens",
+        # 0 tokens: a pretrained first stage (or the single-stage config of it) trains nothing
+        require(stage.tokens >= self.train.batch_tokens or stage.tokens == 0,
+                f"{where}tokens" if where else "train.tokens",
                 f"{stage.tokens} is less than one batch ({self.train.batch_tokens} tokens)")
 
     @property
@@ -432,4 +467,10 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     raw = read_yaml(path)
     for assignment in overrides:
         apply_override(raw, assignment)
-    return from_dict(RunConfig, raw)
+    return run_config(raw)
+
+
+def run_config(raw: dict[str, Any]) -> RunConfig:
+    """A RunConfig from a raw mapping, a pretrained first stage resolved first. Raises
+    ConfigError."""
+    return from_dict(RunConfig, run_config_raw(raw))

@@ -15,7 +15,9 @@ import ray
 from raygrow import storage
 from raygrow.config import S3Config
 from raygrow.coordinator.evaluation import Evaluations
-from raygrow.coordinator.growth import GrowthRecord, grow_checkpoint, rebase_checkpoint
+from raygrow.coordinator.growth import (
+    GrowthRecord, grow_checkpoint, pretrained_checkpoint, rebase_checkpoint,
+)
 from raygrow.coordinator.spec import INIT_DIR, StageSpec
 from raygrow.resume import check_inputs, check_resume
 from raygrow.coordinator.state import CoordinatorState, SpecState
@@ -126,6 +128,8 @@ class Coordinator:
         if self.state.phase == "preparing":
             self._prepare(spec)
             self._advance("rescaling")
+        if self.state.phase == "rescaling" and spec.end_step == 0:
+            self._advance("exporting")  # trains nothing (a pretrained model grown at once)
         if self.state.phase == "rescaling":
             self.state.specs[spec.name].resource_wait_s = check_schedulable(
                 spec.config, spec.workers, self.autoscaling, spec.config.train.resource_timeout_s,
@@ -157,8 +161,13 @@ class Coordinator:
         init = spec.init
         if not init.writes_init:
             return
-        source = self._final_checkpoint(init.spec)
         out = self._init_dir(spec)
+        if init.kind == "pretrained":
+            self._say(f"{spec.name}: loading the pretrained model {init.path}")
+            _run_task(f"loading {init.path}", pretrained_checkpoint, init.path, self.fault, self.s3,
+                      init.path, spec.model, out)
+            return
+        source = self._final_checkpoint(init.spec)
         if init.kind == "grow":
             self._say(f"{spec.name}: growing {init.spec}'s final checkpoint "
                       f"({init.growth.depth_op or '-'} depth, {init.growth.width_op or '-'} width)")
@@ -177,7 +186,7 @@ class Coordinator:
                        lr=spec.lr, workers=spec.workers, init_from=self._init_from(spec),
                        grown=spec.init.kind == "grow", fingerprint=spec.fingerprint(),
                        masks=growth.masks if growth else None,
-                       ramp_steps=growth.ramp_steps if growth else 0)
+                       ramp_steps=growth.ramp_steps if growth else 0, trainable=spec.trainable)
         self.current.pop("loss", None)
         self._say(f"{spec.name}: training steps {spec.start_step}–{spec.end_step} on {spec.workers} "
                   f"worker(s), ZeRO-{spec.config.train.zero_stage}")
@@ -250,6 +259,8 @@ class Coordinator:
         older one would silently stand in for a stage that did not finish). Not verified here:
         whoever reads it verifies it, once."""
         source = self.by_name[name]
+        if source.end_step == 0 and source.init.writes_init:  # trained nothing: its init is final
+            return self._init_dir(source)
         found = checkpoint.candidates(source.directory(self.run_dir))
         if not found or checkpoint.step_of(found[0]) != source.end_step:
             raise CheckpointError(f"{name} has no checkpoint at its last step {source.end_step} to "

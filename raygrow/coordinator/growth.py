@@ -1,9 +1,10 @@
 """The growth step between specs: a final full state → growth operators → the next spec's init.
 
-`grow_checkpoint` and `rebase_checkpoint` work on checkpoint directories (local or s3://), not
+`grow_checkpoint`, `rebase_checkpoint` and `pretrained_checkpoint` (a Hugging Face model
+directory as the first spec's init) work on checkpoint directories (local or s3://), not
 on a run directory's layout: the coordinator says which checkpoint and where the result goes.
-Both are deterministic (growth is seeded), so a step interrupted and redone writes the same
-tensors, and both publish their output atomically (marker last), replacing a stale leftover.
+All are deterministic (growth is seeded), so a step interrupted and redone writes the same
+tensors, and all publish their output atomically (marker last), replacing a stale leftover.
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ import logging
 import time
 from dataclasses import dataclass
 
+import torch
+
 from raygrow import storage
 from raygrow.config import GrowthConfig, Shape
-from raygrow.grow import MaskSpec, grow
+from raygrow.grow import MaskSpec, TrainState, grow, state_from_model
+from raygrow.grow.state import check_state
+from raygrow.model import FAMILY_CLASSES
 from raygrow.train import checkpoint
+from raygrow.train.checkpoint import MOMENTS
 
 log = logging.getLogger("raygrow")
 
@@ -41,8 +47,9 @@ def grow_checkpoint(source: str, before: Shape, after: Shape, growth: GrowthConf
     and FLOP counters carry over, unless `rebase` (the next spec trains other data: position 0)."""
     started = time.perf_counter()
     state, meta = checkpoint.load(source)
-    result = grow(state, before, after, meta["vocab"], growth.depth_op, growth.width_op,
-                  optimizer=growth.optimizer, layer_order=growth.layer_order, seed=seed)
+    result = grow(complete_moments(state), before, after, meta["vocab"], growth.depth_op,
+                  growth.width_op, optimizer=growth.optimizer, layer_order=growth.layer_order,
+                  seed=seed, every=growth.every)
     grown_meta = {**meta, "step": 0, "shape": dataclasses.asdict(after),
                   "grown_from": storage.base_name(source),
                   **({"rows_consumed": 0} if rebase else {})}
@@ -56,6 +63,33 @@ def grow_checkpoint(source: str, before: Shape, after: Shape, growth: GrowthConf
              source, out, growth.depth_op, growth.width_op, result.function_preserving,
              result.optimizer_policy, record.seconds)
     return record
+
+
+def complete_moments(state: TrainState) -> TrainState:
+    """A state whose frozen parameters (`train.trainable`) had no AdamW moments, with zero ones:
+    growth transforms every parameter's moments, and a parameter that trains after the growth
+    starts from none, as a new one does."""
+    if not state.exp_avg:
+        return state
+    for key in MOMENTS:
+        table = getattr(state, key)
+        for name, value in state.params.items():
+            if name not in table:
+                table[name] = torch.zeros_like(value)
+    return state
+
+
+def pretrained_checkpoint(model_dir: str, shape: Shape, out: str) -> None:
+    """Write the weights of the Hugging Face model in `model_dir` (local or s3://), a model of
+    `shape`, as a checkpoint at `out` at step 0: no moments, nothing trained yet."""
+    with storage.local_copy(model_dir) as local:
+        model = FAMILY_CLASSES[shape.family][1].from_pretrained(local, dtype=torch.float32)
+    state = state_from_model(model)
+    check_state(state, shape, shape.vocab)
+    _publish(out, state, {"step": 0, "rows_consumed": 0, "tokens": 0, "flops": 0.0,
+                          "shape": dataclasses.asdict(shape), "vocab": shape.vocab,
+                          "pretrained_from": str(model_dir)})
+    log.info("loaded the pretrained model %s into %s", model_dir, out)
 
 
 def rebase_checkpoint(source: str, out: str) -> None:

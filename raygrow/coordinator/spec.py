@@ -10,13 +10,17 @@ about plans or versions.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from raygrow import storage
 from raygrow.config import GrowthConfig, RunConfig, Shape, WorkerRange
+from raygrow.config.binding import require
 from raygrow.config.growth import lr_policy
 from raygrow.config.run import stage_name
+from raygrow.grow.depth import layer_sources
+from raygrow.model import LAYER_PREFIX, param_shapes
 from raygrow.train.lr import LRSegment
 
 INIT_DIR = "init"  # <spec>/init: the grown, rebased or converted checkpoint a spec starts from
@@ -27,8 +31,9 @@ EXPORT_DIR = "export"
 class InitSource:
     """Where a spec's weights (and optimizer state) come from."""
 
-    kind: Literal["fresh", "checkpoint", "grow"]
+    kind: Literal["fresh", "checkpoint", "grow", "pretrained"]
     spec: str | None = None  # checkpoint / grow: the spec whose final checkpoint it starts from
+    path: str | None = None  # pretrained: the Hugging Face model directory (local or s3://)
     rebase: bool = False  # that spec trained other data: step and stream position restart at 0
     #                       (weights, AdamW moments, step count and token/FLOP counters are kept)
     growth: GrowthConfig | None = None  # grow: how (the source's model is that spec's)
@@ -39,7 +44,7 @@ class InitSource:
     @property
     def writes_init(self) -> bool:
         """Whether the coordinator writes `<spec>/init` before the spec trains."""
-        return self.kind == "grow" or self.rebase
+        return self.kind in ("grow", "pretrained") or self.rebase
 
 
 @dataclass
@@ -56,6 +61,8 @@ class StageSpec:
     #                                is exported to as Hugging Face models
     start_step: int = 0  # the step of the checkpoint it starts from (a versions tail continues
     #                      its version part-way)
+    trainable: tuple[str, ...] | None = None  # the parameters it trains (None: all); the rest
+    #                                           are frozen (`train.trainable`)
 
     @property
     def model(self) -> Shape:
@@ -87,6 +94,7 @@ class StageSpec:
                           "precision": train.precision},
             "lr": dataclasses.asdict(self.lr),
             "init": dataclasses.asdict(self.init),
+            **({"trainable": list(self.trainable)} if self.trainable is not None else {}),
         })
 
 
@@ -113,12 +121,52 @@ def plan_specs(config: RunConfig, dataset: str) -> list[StageSpec]:
             policy = lr_policy(stage.growth, config.plan_stages[index - 1].shape, stage.shape)
             segment = segment.after_growth(policy, steps[index - 1], sum(steps[index:]),
                                            config.train.warmup_steps)
-        init = (InitSource("grow", spec=stage_name(index - 1), growth=stage.growth,
-                           seed=config.train.seed + index, lr_policy=policy)
-                if index else InitSource("fresh"))
+        if index:
+            init = InitSource("grow", spec=stage_name(index - 1), growth=stage.growth,
+                              seed=config.train.seed + index, lr_policy=policy)
+        else:
+            init = InitSource("pretrained", path=stage.init) if stage.init else InitSource("fresh")
         last = index == len(steps) - 1
         specs.append(StageSpec(
             name=stage_name(index), config=config.stage_config(index), dataset=dataset,
             workers=config.plan_stages[index].workers or config.train.workers, lr=segment, init=init,
-            exports=(f"{stage_name(index)}/{EXPORT_DIR}",) + ((EXPORT_DIR,) if last else ())))
+            exports=(f"{stage_name(index)}/{EXPORT_DIR}",) + ((EXPORT_DIR,) if last else ()),
+            trainable=trainable_params(config, index)))
     return specs
+
+
+def trainable_params(config: RunConfig, index: int) -> tuple[str, ...] | None:
+    """The parameters stage `index` trains (None: all), from `stages[i].trainable`, else
+    `train.trainable`. ConfigError naming that field when it selects nothing."""
+    stage = config.plan_stages[index]
+    choice = stage.trainable or config.train.trainable
+    where = f"stages[{index}].trainable" if stage.trainable else "train.trainable"
+    if choice == "all" or stage.tokens == 0:
+        return None
+    names = list(param_shapes(stage.shape, 2))  # the names do not depend on the vocabulary
+    if choice == "new_blocks":
+        new = _new_blocks(config, index)
+        require(bool(new), where, f"new_blocks: stage {index} has no new blocks (its growth must "
+                "add some: depth_op zero or masked)")
+        return tuple(name for name in names if _layer_of(name) in new)
+    chosen = []
+    for pattern in choice:
+        matched = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+        require(bool(matched), where, f"{pattern!r} matches no parameter of stage {index} "
+                "(names as Hugging Face has them, e.g. model.layers.0.mlp.up_proj.weight)")
+        chosen += matched
+    return tuple(name for name in names if name in set(chosen))
+
+
+def _new_blocks(config: RunConfig, index: int) -> set[int]:
+    growth = config.plan_stages[index].growth
+    if index == 0 or growth is None or growth.depth_op is None:
+        return set()
+    before, after = config.plan_stages[index - 1].shape, config.plan_stages[index].shape
+    sources = layer_sources(growth.depth_op, before.layers, after.layers, growth.layer_order,
+                            growth.every)
+    return {layer for layer, source in enumerate(sources) if source is None}
+
+
+def _layer_of(name: str) -> int | None:
+    return int(name[len(LAYER_PREFIX):].split(".")[0]) if name.startswith(LAYER_PREFIX) else None

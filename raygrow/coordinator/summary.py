@@ -72,7 +72,8 @@ def summarise_plan(config: RunConfig, specs: list[StageSpec], outcome: RunOutcom
     records = [spec_records(run_dir, spec) for spec in specs]
     summaries, start = [], None
     for index in range(len(specs)):
-        if not records[index]:
+        trained_nothing = specs[index].end_step == 0 and specs[index].name in outcome.done
+        if not records[index] and not trained_nothing:
             break
         summaries.append({**stage_summary(config, index, records[index], start, vocab),
                           "resource_wait_s": outcome.waits.get(specs[index].name, 0.0)})

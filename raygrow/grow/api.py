@@ -34,20 +34,22 @@ class GrowthResult:
 
 def grow(state: TrainState, source: Shape, target: Shape, vocab: int, depth_op: str | None,
          width_op: str | None, optimizer: str | None = None, layer_order: list[int] | None = None,
-         seed: int = 0) -> GrowthResult:
+         seed: int = 0, every: int | None = None) -> GrowthResult:
     """Grow `state` from `source` to `target`. Raises ConfigError naming the field on bad input.
 
     optimizer None takes the operators' declared default; layer_order (stack only) names the source
-    block of each target block; seed draws new weights, symmetry noise and split's unit choice.
+    block of each target block; every (zero / masked) puts a new block after every `every` source
+    blocks (LLaMA-Pro); seed draws new weights, symmetry noise and split's unit choice.
     Unchanged tensors may be shared with `state`, not copied.
     """
-    check_growth(source, target, vocab, depth_op, width_op, optimizer, layer_order)
+    check_growth(source, target, vocab, depth_op, width_op, optimizer, layer_order, every)
     check_state(state, source, vocab)
     state = _on_cpu_in_fp32(state)
     generator = torch.Generator().manual_seed(seed)
     mid = dataclasses.replace(target, layers=source.layers)  # target width, source depth
     plan = plan_width(source, mid, width_op, generator) if width_changes(source, target) else None
-    sources = layer_sources(depth_op, source.layers, target.layers, layer_order) if depth_op else None
+    sources = layer_sources(depth_op, source.layers, target.layers, layer_order, every) \
+        if depth_op else None
 
     active = active_operators(source, target, depth_op, width_op, layer_order)
     policy = optimizer or combined_optimizer(active)

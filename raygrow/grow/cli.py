@@ -1,8 +1,9 @@
 """`raygrow grow SRC_DIR --to layers=8,hidden=128,heads=8 --depth-op stack --width-op split --out DST_DIR`
 
-Grows a Hugging Face Llama export offline and writes another export that stock
-`AutoModelForCausalLM.from_pretrained` loads. Masked operators are refused here: their masks only
-make sense during a training ramp, and a model saved at m = 0 would not be a plain Llama.
+Grows a Hugging Face Llama, Mistral or Qwen2 model offline and writes another of the same
+class that stock `AutoModelForCausalLM.from_pretrained` loads (every config field kept). Masked
+operators are refused here: their masks only make sense during a training ramp, and a model saved
+at m = 0 would not be a plain Llama.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
+from transformers import AutoConfig, PreTrainedModel
 
 from raygrow.command import one_line_errors
 from raygrow.config import Shape
-from raygrow.errors import ConfigError, RaygrowError
-from raygrow.config.growth import check_growth, shape_text
+from raygrow.errors import ConfigError, RaygrowError, first_line
+from raygrow.config.growth import check_growth, expand_layer_order, shape_text
 from raygrow.grow.api import GrowthResult, grow
 from raygrow.grow.check import PRESERVATION_TOLERANCE, max_logit_difference
 from raygrow.config.operators import OPERATORS
 from raygrow.grow.state import load_into_model, state_from_model
-from raygrow.model import NORM_EPS, ROPE_THETA, shape_of
+from raygrow.model import FAMILY_CLASSES, shape_of
 
 TARGET_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "max_positions")
 # Files passed through unchanged: the tokenizer and sampling defaults do not depend on the shape.
@@ -35,7 +36,9 @@ PASSTHROUGH = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", metavar="SRC_DIR", help="Hugging Face Llama export (config.json + safetensors)")
+    parser.add_argument("src", metavar="SRC_DIR",
+                        help="Hugging Face Llama / Mistral / Qwen2 model directory "
+                             "(config.json + safetensors)")
     parser.add_argument("--to", required=True, metavar="KEY=N,...",
                         help=f"target shape; keys {', '.join(TARGET_KEYS)}; unnamed keys keep the source's "
                              "(heads follow hidden to keep head_dim, kv_heads keeps the query heads per kv head, "
@@ -46,7 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width-op", choices=list(OPERATORS["width"]),
                         help="how to widen hidden / ffn / heads (needed when any changes; masked needs training)")
     parser.add_argument("--layer-order", metavar="I,J,...",
-                        help="stack only: the source layer of each target layer, e.g. 0,1,0,1")
+                        help="stack only: the source layer of each target layer, e.g. 0,1,0,1 "
+                             "or ranges 0..23,8..31")
+    parser.add_argument("--every", type=int, metavar="K",
+                        help="zero depth op: one new block after every K source blocks (LLaMA-Pro)")
     parser.add_argument("--out", required=True, metavar="DST_DIR", help="new directory for the grown export")
     parser.add_argument("--seed", type=int, default=0, help="seed for new weights and symmetry-breaking noise")
 
@@ -64,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
     source = shape_of(config)
     target = parse_target(args.to, source)
     order = _parse_order(args.layer_order)
-    check_growth(source, target, config.vocab_size, args.depth_op, args.width_op, layer_order=order)
-    model = _load_model(source_dir)
+    check_growth(source, target, config.vocab_size, args.depth_op, args.width_op, layer_order=order,
+                 every=args.every)
+    model = _load_model(source_dir, source)
     result = grow(state_from_model(model), source, target, config.vocab_size, args.depth_op, args.width_op,
-                  layer_order=order, seed=args.seed)
+                  layer_order=order, seed=args.seed, every=args.every)
     grown = load_into_model(result.state, target, config.vocab_size,
                             bos_id=config.bos_token_id, eos_id=config.eos_token_id)
     difference = max_logit_difference(model, grown, config.vocab_size, args.seed)
@@ -90,8 +97,10 @@ def parse_target(text: str, source: Shape) -> Shape:
             raise ConfigError(f"--to {key}", f"must be a positive integer, got {number!r}")
         values[key] = int(number)
     hidden = values.get("hidden", source.hidden)
-    # Width growth keeps head_dim (see raygrow.grow.width), so a new hidden size implies the heads.
-    heads = values.get("heads", hidden // source.head_dim if hidden % source.head_dim == 0 else source.heads)
+    # Width growth keeps head_dim (see raygrow.grow.width), so a new hidden size implies the heads
+    # (in the source's ratio of heads to hidden).
+    scaled, remainder = divmod(hidden * source.heads, source.hidden)
+    heads = values.get("heads", source.heads if remainder else scaled)
     group = source.heads // source.kv_heads
     defaults = {
         "layers": source.layers, "hidden": hidden, "heads": heads,
@@ -100,45 +109,42 @@ def parse_target(text: str, source: Shape) -> Shape:
         "max_positions": source.max_positions,
     }
     try:
-        return Shape(**{**defaults, **values}, vocab=source.vocab, tie_embeddings=source.tie_embeddings)
+        return dataclasses.replace(source, **{**defaults, **values})
     except ConfigError as error:
         raise error.under("--to") from None
 
 
 def _read_config(source_dir: Path):
     if not (source_dir / "config.json").is_file():
-        raise ConfigError("SRC_DIR", f"{source_dir} has no config.json: give a Hugging Face export directory")
-    config = AutoConfig.from_pretrained(source_dir)
-    where = f"{source_dir / 'config.json'}"
-    # grow rebuilds the model with raygrow's own Llama settings; a different one would change its function.
-    theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
-    checks = [("model_type", config.model_type, "llama"), ("rms_norm_eps", config.rms_norm_eps, NORM_EPS),
-              ("rope_theta", theta, ROPE_THETA), ("hidden_act", config.hidden_act, "silu"),
-              ("attention_bias", config.attention_bias, False), ("mlp_bias", config.mlp_bias, False)]
-    for name, found, wanted in checks:
-        if found != wanted:
-            raise ConfigError(where, f"{name} is {found!r}; raygrow grows Llama models with {name} {wanted!r}")
-    return config
-
-
-def _load_model(source_dir: Path) -> LlamaForCausalLM:
+        raise ConfigError("SRC_DIR", f"{source_dir} has no config.json: give a Hugging Face model "
+                                     "directory")
     try:
-        return AutoModelForCausalLM.from_pretrained(source_dir, dtype=torch.float32)
+        return AutoConfig.from_pretrained(source_dir)
+    except (OSError, ValueError) as error:  # an unknown model_type, unreadable JSON
+        raise ConfigError(f"{source_dir / 'config.json'}", first_line(error)) from None
+
+
+def _load_model(source_dir: Path, shape: Shape) -> PreTrainedModel:
+    """The model in its own family's class (shape_of has refused any other family)."""
+    try:
+        return FAMILY_CLASSES[shape.family][1].from_pretrained(source_dir, dtype=torch.float32)
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError("SRC_DIR", f"cannot load the model in {source_dir}: {first_line}") from None
+        raise ConfigError("SRC_DIR", f"cannot load the model in {source_dir}: "
+                                     f"{first_line(error)}") from None
 
 
 def _parse_order(text: str | None) -> list[int] | None:
     if text is None:
         return None
+    items = [int(part) if part.strip().isdigit() else part for part in text.split(",")]
     try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise ConfigError("--layer-order", f"must be comma-separated layer numbers, got {text!r}") from None
+        return expand_layer_order(items)
+    except ConfigError as error:
+        raise ConfigError("--layer-order", error.message) from None
 
 
-def _write_atomically(model: LlamaForCausalLM, source_dir: Path, out_dir: Path, summary: dict) -> None:
+def _write_atomically(model: PreTrainedModel, source_dir: Path, out_dir: Path,
+                      summary: dict) -> None:
     """Write into a temporary sibling directory and rename it into place: all or nothing."""
     out_dir = out_dir.absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +168,8 @@ def _summary(args: argparse.Namespace, source: Shape, result: GrowthResult, diff
     return {
         "source": str(args.src),
         "source_shape": dataclasses.asdict(source), "target_shape": dataclasses.asdict(result.shape),
-        "depth_op": args.depth_op, "width_op": args.width_op, "seed": args.seed,
+        "depth_op": args.depth_op, "width_op": args.width_op,
+        "layer_order": _parse_order(args.layer_order), "every": args.every, "seed": args.seed,
         "function_preserving": result.function_preserving, "max_logit_difference": difference,
         "optimizer_policy": result.optimizer_policy, "lr_policy": result.lr_policy,
     }

@@ -2,7 +2,8 @@
 
 - stack (G_stack): target block i copies source block order[i]; default order 0..L-1 repeated.
 - interleave: each block repeated in place (0,0,1,1,...).
-- zero: new identity blocks (zeroed o_proj and down_proj) spread between the source blocks.
+- zero: new identity blocks (zeroed o_proj and down_proj, and their biases) spread between the
+  source blocks, or one after every k source blocks (LLaMA-Pro block expansion).
 - masked (MSG): new random blocks at the same places, behind h <- m·Block(h) + (1-m)·h.
 Embeddings, the final norm and the LM head are not touched here.
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 import torch
 
 from raygrow.config import Shape
-from raygrow.grow.state import BLOCK_TENSORS, LAYER_PREFIX, TrainState, layer_key, param_shapes
+from raygrow.grow.state import LAYER_PREFIX, TrainState, layer_key, param_shapes
+from raygrow.model import block_shapes
 from raygrow.grow.width import INIT_STD
 
 # Zeroing the two projections that write into the residual stream makes a block an identity that
@@ -25,14 +27,19 @@ def default_stack_order(source_layers: int, target_layers: int) -> list[int]:
     return list(range(source_layers)) * (target_layers // source_layers)
 
 
-def layer_sources(op: str, source_layers: int, target_layers: int,
-                  layer_order: list[int] | None) -> list[int | None]:
+def layer_sources(op: str, source_layers: int, target_layers: int, layer_order: list[int] | None,
+                  every: int | None = None) -> list[int | None]:
     """For each target block, the source block it copies (None: a new block)."""
     if op == "stack":
         return list(layer_order) if layer_order is not None else default_stack_order(source_layers, target_layers)
     if op == "interleave":
         repeats = target_layers // source_layers
         return [layer for layer in range(source_layers) for _ in range(repeats)]
+    if every is not None:  # LLaMA-Pro: a new block after each group of `every` source blocks
+        placed: list[int | None] = []
+        for layer in range(source_layers):
+            placed += [layer] + ([None] if (layer + 1) % every == 0 else [])
+        return placed
     # zero / masked: source block j keeps the place floor(j·L'/L), so new blocks spread evenly
     # (one group of new blocks after each source block for an integer multiple).
     sources: list[int | None] = [None] * target_layers
@@ -53,7 +60,7 @@ def grow_depth(state: TrainState, sources: list[int | None], shape: Shape, vocab
         # first copy only, "transform" to every copy (each copy is that block, moments and all).
         moments_from = source if policy == "transform" or source not in carried else None
         carried.add(source)
-        for tensor in BLOCK_TENSORS:
+        for tensor in block_shapes(shape):
             key = layer_key(target, tensor)
             grown.params[key] = _new_block_tensor(tensor, sizes[key], op, generator) if source is None \
                 else state.params[layer_key(source, tensor)].clone()
@@ -71,6 +78,8 @@ def _outside_blocks(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 def _new_block_tensor(tensor: str, size: tuple[int, ...], op: str, generator: torch.Generator) -> torch.Tensor:
     if tensor.endswith("layernorm.weight"):
         return torch.ones(size)
+    if tensor.endswith(".bias"):  # as Hugging Face initialises them; zero keeps o/down silent
+        return torch.zeros(size)
     if op == "zero" and tensor in IDENTITY_ZEROED:
         return torch.zeros(size)
     return torch.randn(size, generator=generator) * INIT_STD

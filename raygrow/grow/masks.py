@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import LlamaForCausalLM
+from transformers import PreTrainedModel
 
 from raygrow.errors import RaygrowError
 
@@ -64,7 +64,7 @@ def mask_value(step: int, ramp_steps: int) -> float:
     return min(1.0, max(0.0, step / ramp_steps))
 
 
-def apply_masks(model: LlamaForCausalLM, masks: MaskSpec, value: float = 0.0) -> MaskHandle:
+def apply_masks(model: PreTrainedModel, masks: MaskSpec, value: float = 0.0) -> MaskHandle:
     """Install `masks` on `model` at mask value `value`; returns the handle set_mask_value takes."""
     if getattr(model, HANDLE_ATTRIBUTE, None) is not None:
         raise RaygrowError("model already has growth masks: fold them before applying new ones")
@@ -79,7 +79,8 @@ def apply_masks(model: LlamaForCausalLM, masks: MaskSpec, value: float = 0.0) ->
         for block in blocks:
             _mask_inputs(handle, block.mlp.down_proj, _flags(config.intermediate_size, masks.ffn))
     if masks.heads:
-        head_dim = config.hidden_size // config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or \
+            config.hidden_size // config.num_attention_heads
         dims = [head * head_dim + i for head in masks.heads for i in range(head_dim)]
         for block in blocks:
             _mask_inputs(handle, block.self_attn.o_proj, _flags(config.num_attention_heads * head_dim, dims))
@@ -204,7 +205,7 @@ def _mask_norm(handle: MaskHandle, norm: nn.Module, flags: torch.Tensor) -> None
     handle.hooks.append(norm.register_forward_hook(after))
 
 
-def _mask_hidden(handle: MaskHandle, model: LlamaForCausalLM, flags: torch.Tensor) -> None:
+def _mask_hidden(handle: MaskHandle, model: PreTrainedModel, flags: torch.Tensor) -> None:
     base = model.model
     _mask_outputs(handle, base.embed_tokens, flags)
     for block in base.layers:

@@ -1,7 +1,7 @@
 """The full training state growth works on, and its round trip through a Hugging Face model.
 
-Growth runs on whole fp32 tensors under Hugging Face Llama key names, never on ZeRO partitions
-(DESIGN.md invariant 6): the caller gathers first.
+Growth runs on whole fp32 tensors under Hugging Face key names (Llama, Mistral and Qwen2 share
+them), never on ZeRO partitions (DESIGN.md invariant 6): the caller gathers first.
 """
 
 from __future__ import annotations
@@ -9,29 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers import LlamaForCausalLM
+from transformers import PreTrainedModel
 
 from raygrow.config import Shape
 from raygrow.errors import ConfigError
-from raygrow.model import build_model
-
-LM_HEAD = "lm_head.weight"
-EMBED = "model.embed_tokens.weight"
-FINAL_NORM = "model.norm.weight"
-LAYER_PREFIX = "model.layers."
-
-# The tensors of one decoder block, under `model.layers.{i}.`
-BLOCK_TENSORS = (
-    "self_attn.q_proj.weight",
-    "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight",
-    "mlp.gate_proj.weight",
-    "mlp.up_proj.weight",
-    "mlp.down_proj.weight",
-    "input_layernorm.weight",
-    "post_attention_layernorm.weight",
+from raygrow.model import (  # noqa: F401 - the key names are part of this module's interface
+    EMBED,
+    FINAL_NORM,
+    LAYER_PREFIX,
+    LM_HEAD,
+    block_shapes,
+    build_model,
+    layer_key,
+    param_shapes,
 )
+
+# The tensors of one decoder block without biases, under `model.layers.{i}.`
+# (`raygrow.model.block_shapes` gives a shape's own, biases included).
+BLOCK_TENSORS = tuple(block_shapes(Shape(layers=1, hidden=2, heads=1)))
 
 
 @dataclass
@@ -42,33 +37,6 @@ class TrainState:
     exp_avg: dict[str, torch.Tensor] = field(default_factory=dict)  # AdamW first moments; empty = none
     exp_avg_sq: dict[str, torch.Tensor] = field(default_factory=dict)  # AdamW second moments
     step: int = 0  # optimizer steps taken
-
-
-def layer_key(layer: int, tensor: str) -> str:
-    return f"{LAYER_PREFIX}{layer}.{tensor}"
-
-
-def param_shapes(shape: Shape, vocab: int) -> dict[str, tuple[int, ...]]:
-    """The parameter names and sizes of a model of `shape`, in Hugging Face order."""
-    d, q_dim, kv_dim = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-    block = {
-        "self_attn.q_proj.weight": (q_dim, d),
-        "self_attn.k_proj.weight": (kv_dim, d),
-        "self_attn.v_proj.weight": (kv_dim, d),
-        "self_attn.o_proj.weight": (d, q_dim),
-        "mlp.gate_proj.weight": (shape.ffn, d),
-        "mlp.up_proj.weight": (shape.ffn, d),
-        "mlp.down_proj.weight": (d, shape.ffn),
-        "input_layernorm.weight": (d,),
-        "post_attention_layernorm.weight": (d,),
-    }
-    shapes = {EMBED: (vocab, d)}
-    for layer in range(shape.layers):
-        shapes.update({layer_key(layer, name): size for name, size in block.items()})
-    shapes[FINAL_NORM] = (d,)
-    if not shape.tie_embeddings:
-        shapes[LM_HEAD] = (vocab, d)
-    return shapes
 
 
 def check_state(state: TrainState, shape: Shape, vocab: int) -> None:
@@ -89,14 +57,15 @@ def check_state(state: TrainState, shape: Shape, vocab: int) -> None:
                                             f"the source shape needs {size} (vocab {vocab})")
 
 
-def state_from_model(model: LlamaForCausalLM) -> TrainState:
+def state_from_model(model: PreTrainedModel) -> TrainState:
     """The parameters of `model` as a TrainState (no optimizer moments, step 0)."""
     # named_parameters lists a tied head once, under the embedding's name, as TrainState wants.
     params = {name: p.detach().float().clone() for name, p in model.named_parameters()}
     return TrainState(params=params)
 
 
-def load_into_model(state: TrainState, shape: Shape, vocab: int, **token_ids: int | None) -> LlamaForCausalLM:
+def load_into_model(state: TrainState, shape: Shape, vocab: int,
+                    **token_ids: int | None) -> PreTrainedModel:
     """A fresh Hugging Face model of `shape` holding `state.params` (token ids go to its config)."""
     check_state(TrainState(params=state.params), shape, vocab)
     model = build_model(shape, vocab, **token_ids)

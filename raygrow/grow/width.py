@@ -48,6 +48,15 @@ AXES: dict[str, tuple[tuple[str, str] | None, ...]] = {
     "gate_proj.weight": (("ffn", OUT), ("hidden", READ)),
     "up_proj.weight": (("ffn", OUT), ("hidden", READ)),
     "down_proj.weight": (("hidden", WRITE), ("ffn", READ)),
+    # Biases (Qwen2's q/k/v; Llama's attention_bias / mlp_bias) belong to a projection's output
+    # units: a unit's own bias is copied with it; a bias added to the residual stream is a WRITE.
+    "q_proj.bias": (("heads", OUT),),
+    "k_proj.bias": (("kv_heads", OUT),),
+    "v_proj.bias": (("kv_heads", OUT),),
+    "o_proj.bias": (("hidden", WRITE),),
+    "gate_proj.bias": (("ffn", OUT),),
+    "up_proj.bias": (("ffn", OUT),),
+    "down_proj.bias": (("hidden", WRITE),),
 }
 
 
@@ -102,7 +111,7 @@ def plan_width(source: Shape, target: Shape, op: str, generator: torch.Generator
         "heads": heads,
         "kv_heads": kv_heads,
     }
-    return WidthPlan(op, units, source.head_dim, source.tie_embeddings)
+    return WidthPlan(op, units, source.head_size, source.tie_embeddings)
 
 
 def grow_width(state: TrainState, plan: WidthPlan, shape: Shape, vocab: int, policy: str,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Collection
 
 import deepspeed
 import deepspeed.ops
@@ -69,6 +70,16 @@ def checkpoint_activations(model: torch.nn.Module, mode: str, every: int = 2) ->
     return chosen
 
 
+def freeze(model: torch.nn.Module, trainable: Collection[str] | None) -> None:
+    """Freeze every parameter not named in `trainable` (None: all train), before the engine is
+    built: a frozen parameter gets no gradient, no AdamW state and no update (train.trainable)."""
+    if trainable is None:
+        return
+    trainable = set(trainable)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+
+
 def single_process_group() -> None:
     """A one-rank gloo process group, as Ray Train gives each worker, so that a DeepSpeed engine
     can be built in a plain process (benchmarks, tests)."""
@@ -95,11 +106,14 @@ def _plain_gloo_on_cpu() -> None:
 def build_engine(model: torch.nn.Module, config: RunConfig, workers: int):
     _plain_gloo_on_cpu()
     train = config.train
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # norms: no weight decay
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=train.lr, betas=(train.beta1, train.beta2), eps=1e-8, foreach=False)
+    # Only trainable parameters go to AdamW: a frozen one (train.trainable) gets no state at all.
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.ndim >= 2]
+    no_decay = [p for p in trained if p.ndim < 2]  # norms and biases: no weight decay
+    groups = [{"params": params, "weight_decay": weight_decay}
+              for params, weight_decay in ((decay, train.weight_decay), (no_decay, 0.0)) if params]
+    optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=1e-8,
+                                  foreach=False)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(config, workers))
     init_optimizer_state(engine)
     return engine
@@ -145,6 +159,10 @@ def gather_full_state(engine, keep: bool = True) -> TrainState:
     if not keep and not _zero(engine):
         return state  # no collective to take part in
     for name, param in engine.module.named_parameters():
+        if not param.requires_grad:  # frozen: outside the optimizer, whole in the module (ZeRO 0-2)
+            if keep:
+                state.params[name] = param.detach().float().cpu().clone()
+            continue
         if _zero(engine):
             full = safe_get_full_fp32_param(param)
             if keep:
@@ -218,14 +236,16 @@ def init_optimizer_state(engine, step: int = 0) -> None:
 def load_full_state(engine, state: TrainState) -> None:
     """Put full parameters (and moments, when present) into an engine fresh from `build_engine`."""
     _check_names(engine.module, state)
-    if _zero(engine):
+    if _zero(engine):  # frozen parameters have no fp32 master copy: the module's is the one
         for name, param in engine.module.named_parameters():
-            safe_set_full_fp32_param(param, state.params[name])
+            if param.requires_grad:
+                safe_set_full_fp32_param(param, state.params[name])
     init_optimizer_state(engine, state.step)
     optimizer = base_optimizer(engine)
     for name, param in engine.module.named_parameters():
         for key in MOMENTS:
-            if name not in getattr(state, key):  # no moments (e.g. a reset after growth): stay zero
+            # None kept (a reset after growth): they stay zero; frozen: there are none.
+            if name not in getattr(state, key) or not param.requires_grad:
                 continue
             value = getattr(state, key)[name]
             if _zero(engine):

@@ -34,7 +34,7 @@ from raygrow.grow import TrainState, apply_masks, fold, mask_value, set_mask_val
 from raygrow.model import build_model, compile_blocks, flops_per_token
 from raygrow.train import checkpoint
 from raygrow.train.engine import (
-    checkpoint_activations, engine_from_state, gather_full_state, set_lr,
+    checkpoint_activations, engine_from_state, freeze, gather_full_state, set_lr,
 )
 from raygrow.train.metrics import device_peak
 from raygrow.train.records import EventRecord, Record, StepRecord, parse_record, to_json
@@ -80,7 +80,8 @@ class Worker:
         self.train_rows = PackedRows(run.dataset_dir, "train", self.config.data.shuffle_seed,
                                      self.config.data.shuffle_window)
         self.val_rows = PackedRows(run.dataset_dir, "val", None)
-        self.flops_per_token = flops_per_token(self.config.model, self.vocab, self.config.data.seq_len)
+        self.flops_per_token = flops_per_token(self.config.model, self.vocab,
+                                               self.config.data.seq_len, run.trainable)
         resumed_from, state, meta = self._start_state()
         self.progress = Progress.from_meta(meta) if meta else Progress()
         self.masks = run.masks if self.progress.step <= run.ramp_steps else None
@@ -108,6 +109,7 @@ class Worker:
 
     def _engine(self, state: TrainState | None, eos_id: int):
         model = build_model(self.config.model, self.vocab, self.config.train.seed, eos_id=eos_id)
+        freeze(model, self.run.trainable)
         if self.masks is not None:
             apply_masks(model, self.masks, mask_value(self.progress.step, self.run.ramp_steps))
         train = self.config.train

@@ -24,6 +24,7 @@ class StageRun:
     #                                                  a checkpoint of other inputs is not resumed
     masks: MaskSpec | None = None  # MSG masks to ramp in over `ramp_steps`
     ramp_steps: int = 0
+    trainable: tuple[str, ...] | None = None  # the parameters trained (None: all); the rest frozen
     threads: int = 1  # torch threads per worker (set at launch from the worker's CPUs)
     sink: object = field(default=None, repr=False)  # MetricsSink actor: records to the coordinator
     fault: str | None = None  # test hook (see raygrow.train.checkpoint.fault_point)

@@ -30,6 +30,7 @@ from raygrow.config import (
     load_config,
     read_yaml,
     require,
+    run_config,
 )
 from raygrow.errors import ConfigError
 
@@ -126,6 +127,6 @@ def base_plan(config: SweepConfig, relative_to: Path) -> RunConfig:
         raw = copy.deepcopy(config.plan)
         for assignment in config.overrides:
             apply_override(raw, assignment)
-        return from_dict(RunConfig, raw)
+        return run_config(raw)
     except ConfigError as error:
         raise error.under("plan") from None

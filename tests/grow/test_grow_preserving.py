@@ -26,16 +26,45 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
-@pytest.mark.parametrize("target_fields, depth_op, width_op", [case[1:] for case in CASES],
-                         ids=[case[0] for case in CASES])
-def test_preserving_growth_keeps_logits(kit, target_fields, depth_op, width_op, tied):
-    source, target = kit.shape(tie_embeddings=tied), kit.shape(**target_fields, tie_embeddings=tied)
+# Model families and the config fields that change a block's function: growth must keep them.
+FAMILIES = {
+    "llama": {},
+    "llama3-rope-biases": {"arch": {
+        "rms_norm_eps": 1e-6, "attention_bias": True, "mlp_bias": True,
+        "rope_parameters": {"rope_type": "llama3", "rope_theta": 500_000.0, "factor": 8.0,
+                            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                            "original_max_position_embeddings": 8}}},
+    "mistral-head_dim": {"family": "mistral", "head_dim": 8, "arch": {"sliding_window": 4096}},
+    "qwen2-qkv-biases": {"family": "qwen2", "arch": {"rope_parameters": {
+        "rope_type": "default", "rope_theta": 1_000_000.0}}},
+}
+
+
+# Every operator once per other family (at its usual embedding tying), plus the whole matrix for
+# raygrow's own Llama: enough to catch a bias or head_dim grown wrongly, at a third of the time.
+EVERY_OPERATOR = ("depth-zero", "depth-masked", "split-hidden-x2", "split-hidden-x3-gqa-groups",
+                  "hyperclone-x2", "zero-width-uneven", "masked-width-uneven", "zero+split",
+                  "masked+hyperclone")
+OTHER_FAMILIES = (("llama3-rope-biases", False), ("mistral-head_dim", True),
+                  ("qwen2-qkv-biases", True))
+FAMILY_CASES = [("llama", tied, *case) for case in CASES for tied in (False, True)] + [
+    (family, tied, *case) for family, tied in OTHER_FAMILIES
+    for case in CASES if case[0] in EVERY_OPERATOR]
+
+
+@pytest.mark.parametrize("family, tied, target_fields, depth_op, width_op",
+                         [(family, tied, *rest) for family, tied, _, *rest in FAMILY_CASES],
+                         ids=[f"{family}-{name}-{'tied' if tied else 'untied'}"
+                              for family, tied, name, *_ in FAMILY_CASES])
+def test_preserving_growth_keeps_logits(kit, target_fields, depth_op, width_op, tied, family):
+    source = kit.shape(tie_embeddings=tied, **FAMILIES[family])
+    target = kit.shape(**target_fields, tie_embeddings=tied, **FAMILIES[family])
+    assert len(source.biased) == {"llama3-rope-biases": 7, "qwen2-qkv-biases": 3}.get(family, 0)
     state = kit.state(source)
     result = grow(state, source, target, kit.vocab, depth_op, width_op)
     assert result.function_preserving
     difference = max_logit_difference(load_into_model(state, source, kit.vocab), kit.model(result), kit.vocab)
-    print(f"max |logit diff| {depth_op}/{width_op} tied={tied}: {difference:.2e}")
+    print(f"max |logit diff| {family} {depth_op}/{width_op} tied={tied}: {difference:.2e}")
     assert difference <= PRESERVATION_TOLERANCE
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from raygrow.config import DataConfig, GrowthConfig, RunConfig, Shape, StageConfig, TrainConfig, load_config
+from raygrow.config import DataConfig, GrowthConfig, RunConfig, Shape, StageConfig, TrainConfig
 from raygrow.errors import ConfigError
 from raygrow.hardware import measure_cpu_peak
 from raygrow.plan import (Hardware, format_report, growth_timing_tokens, plan_report,
@@ -138,8 +138,8 @@ def test_json_is_serialisable():
 
 
 @pytest.mark.parametrize("path", PLANS, ids=[path.name for path in PLANS])
-def test_shipped_plans_are_accepted(path):
-    report = plan_report(load_config(path), Hardware("cpu", 1e11, "--cpu-peak"))
+def test_shipped_plans_are_accepted(path, shipped_plan):
+    report = plan_report(shipped_plan(path), Hardware("cpu", 1e11, "--cpu-peak"))
     assert report.total_flops > 0 and report.speedup >= 1.0
     assert format_report(report)
 
