@@ -64,7 +64,7 @@ def test_a_worker_bundle_is_compared_with_what_one_node_holds():
     assert done.returncode == 0 and lines, done.stderr[-3000:]
     out = json.loads(lines[-1][len("RESULT "):])
     assert out["cluster_cpus"] == 4
-    # the coordinator and the metrics sink stay on the driver's node (soft affinity did not: 5 of 8)
+    # the coordinator and the metrics sink stay on the driver's node (soft affinity: 2 of 8)
     assert all(out["control_plane_here"]), out["control_plane_here"]
     # the default share is capped by the largest node: one worker gets 2 CPUs, not the cluster's 4
     assert out["default_one_worker"] == 2 and out["default_two_workers"] == 2

@@ -17,7 +17,7 @@ log = logging.getLogger("raygrow")
 def on_this_node():
     """A scheduling strategy that keeps an actor on this process's node (the driver's): the
     run's control plane should not go down with a worker node. Hard affinity: Ray 2.60 places a
-    zero-CPU actor with *soft* affinity on a random node of a multi-node cluster (seen: 5 of 8
+    zero-CPU actor with *soft* affinity on a random node of a multi-node cluster (seen: 6 of 8
     such actors on worker nodes), and the coordinator then died with the node it landed on."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
