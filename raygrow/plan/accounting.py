@@ -5,6 +5,8 @@ Convention (DESIGN.md, Accounting; PaLM appendix B as in torchtitan): training F
 A stage given as `params` only (paper-scale plans) has no shape, so it counts 6·N·D with no
 attention term and its N stands in for the non-embedding count. Tokens are what training will
 consume: whole optimizer steps of `train.batch_tokens` (the trainer rounds down the same way).
+A stage that freezes parameters (`trainable`) counts its backward pass as the trainer does: no
+weight gradients for frozen parameters, no activation gradients below the lowest trained block.
 
 A masked (MSG) growth stage needs no special case: during the mask ramp the large model already
 runs its full forward and backward (masked units compute, then get multiplied by m), so the
@@ -17,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from raygrow.config import RunConfig, Shape, StageConfig
+from raygrow.coordinator.spec import trainable_params
 from raygrow.errors import ConfigError
 from raygrow.model import flops_per_token, param_counts
 from raygrow.plan.hardware import Hardware
@@ -145,15 +148,18 @@ def _hours(flops: float, hardware: Hardware, mfu: float) -> float:
     return flops / (hardware.peak_flops * mfu) / 3600
 
 
-def _model_counts(config: RunConfig, stage: StageConfig) -> tuple[int, int, int, bool]:
-    """(params, non-embedding params, FLOPs per token, attention term included) of a stage's model."""
+def _model_counts(config: RunConfig, index: int, stage: StageConfig) -> tuple[int, int, int, bool]:
+    """(params, non-embedding params, FLOPs per token, attention term included) of a stage's model;
+    the FLOPs count the backward pass of frozen parameters as the trainer does (`train.trainable`,
+    the split of `raygrow.model`)."""
     if stage.shape is None:
         params = round(stage.params)
         return params, params, 6 * params, False
     vocab = vocab_size(config, stage.shape)
     counts = param_counts(stage.shape, vocab)
     return (counts["params"], counts["non_embedding_params"],
-            flops_per_token(stage.shape, vocab, config.data.seq_len), True)
+            flops_per_token(stage.shape, vocab, config.data.seq_len, trainable_params(config, index)),
+            True)
 
 
 def _describe(stage: StageConfig) -> tuple[str, str | None]:
@@ -171,7 +177,7 @@ def _describe(stage: StageConfig) -> tuple[str, str | None]:
 
 def _stage_cost(config: RunConfig, index: int, stage: StageConfig, hardware: Hardware, mfu: float,
                 price_per_hour: float) -> StageCost:
-    params, non_embedding, per_token, attention = _model_counts(config, stage)
+    params, non_embedding, per_token, attention = _model_counts(config, index, stage)
     tokens = stage.tokens // config.train.batch_tokens * config.train.batch_tokens
     flops = per_token * tokens
     hours = _hours(flops, hardware, mfu)

@@ -146,3 +146,15 @@ def test_shipped_plans_are_accepted(path, shipped_plan):
 
 def test_shipped_plans_include_the_examples():
     assert {"grow_tiny.yaml", "paper_101b.yaml"} <= {path.name for path in PLANS}
+
+
+def test_a_stage_that_freezes_blocks_counts_the_backward_the_trainer_runs(shipped_plan):
+    from raygrow.coordinator.spec import trainable_params
+    from raygrow.model import flops_per_token
+
+    config = shipped_plan(PLANS[0].parent / "llama_pro_tiny.yaml")
+    grown = plan_report(config, H100).stages[1]
+    shape, seq_len = config.plan_stages[1].shape, config.data.seq_len
+    vocab = vocab_size(config, shape)
+    frozen = flops_per_token(shape, vocab, seq_len, trainable_params(config, 1))
+    assert grown.flops_per_token == frozen < flops_per_token(shape, vocab, seq_len)
