@@ -18,7 +18,8 @@ from raygrow.errors import ConfigError
 # Fields that change how a run is carried out, not what it computes on which rows: parallelism,
 # logging, checkpoint cadence, failure handling, where things are stored. README lists them.
 SAFE_TO_CHANGE = (
-    "name", "storage", "s3.*", "data.cache_dir",
+    "name", "storage", "s3.*", "data.cache_dir", "data.ingest", "data.ingest_cpus",
+    "data.prefetch_steps", "data.ingest_timeout_s",
     "train.workers", "train.zero_stage", "train.cpus_per_worker", "train.use_gpu",
     "train.micro_batch", "train.placement", "train.log_every", "train.val_every", "train.val_rows",
     "train.stop_after", "train.max_failures", "train.resource_timeout_s", "train.deterministic",

@@ -40,6 +40,10 @@ def test_defaults_and_derived_values():
     ({**BASE, "train": {"micro_batch": 7}}, "train.micro_batch:"),
     ({**BASE, "train": {"tokens": 10}}, "train.tokens: 10 is less than one batch"),
     ({}, "model: give either model (one stage) or stages"),
+    ({**BASE, "data": {"ingest": "dataloader"}}, "data.ingest: must be one of ray_data, direct"),
+    ({**BASE, "data": {"ingest_cpus": 0}}, "data.ingest_cpus: must be > 0, got 0"),
+    ({**BASE, "data": {"prefetch_steps": 0}}, "data.prefetch_steps: must be ≥ 1, got 0"),
+    ({**BASE, "data": {"ingest_timeout_s": -1}}, "data.ingest_timeout_s: must be > 0, got -1"),
 ])
 def test_bad_values_name_the_field(raw, message):
     text = refuse(raw)

@@ -86,7 +86,8 @@ def test_safe_changes_pass_and_the_cli_refuses_drift_before_any_work(tmp_path):
 
     run_dir = recorded_run(tmp_path)
     safe = load_config(DEFAULT_PLAN, [f"storage={tmp_path}", "train.workers=2", "train.zero_stage=3",
-                                      "train.log_every=1", "checkpoint.every_steps=5"])
+                                      "train.log_every=1", "checkpoint.every_steps=5",
+                                      "data.ingest=direct", "data.prefetch_steps=4"])
     check_inputs(CoordinatorState.load(str(run_dir)).inputs,
                  run_inputs(safe.to_dict(), storage.base_name(dataset_dir(safe))), "tiny")
     listing = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))

@@ -5,7 +5,8 @@ Same model, global batch, micro-batch, precision and threads:
     .venv/bin/python jobs/bench/throughput.py [--plan jobs/plans/tiny.yaml] [--steps 40]
     python jobs/bench/throughput.py --plan jobs/plans/bench_1b.yaml --steps 24 --warmup 4   # one GPU
 
-Prints tokens/s and MFU for each and the ratio to the bare loop (target ≥ 0.9). On a GPU the
+Prints tokens/s and MFU for each and the ratio to the bare loop (target ≥ 0.9), and for raygrow
+the share of step time its workers waited for rows (through Ray Data, data.ingest's default). On a GPU the
 bare loop runs the plan's precision with autocast and a fused AdamW; `raygrow train` runs it
 through DeepSpeed (bf16 weights, fp32 master copy) at the plan's ZeRO stage. The first window of
 steps is warm-up and is left out of every figure.
@@ -76,14 +77,17 @@ def single_stage(plan: str) -> RunConfig:
     return dataclasses.replace(config, model=config.plan_stages[-1].shape, stages=[])
 
 
-def raygrow_run(config: RunConfig, storage: str, workers: int, steps: int, warmup: int) -> float:
-    """tokens/s that `raygrow train` itself reports, after the warm-up window."""
+def raygrow_run(config: RunConfig, storage: str, workers: int, steps: int,
+                warmup: int) -> tuple[float, float]:
+    """(tokens/s, share of step time waiting for rows) that `raygrow train` itself reports,
+    after the warm-up window. On a CPU the workers take their default share (the machine's CPUs
+    less what their Ray Data read tasks ask for: data.ingest_cpus), with the bare loop's threads."""
     from raygrow import driver
 
-    cpus = os.cpu_count() or 1
-    if torch.cuda.is_available():
-        cpus = min(cpus, 8 * workers)  # a GPU worker needs a few threads, not the whole node
-    train = dataclasses.replace(config.train, workers=workers, cpus_per_worker=max(1, cpus // workers),
+    cpus = None
+    if torch.cuda.is_available():  # a GPU worker needs a few threads, not the whole node
+        cpus = max(1, min(os.cpu_count() or 1, 8 * workers) // workers)
+    train = dataclasses.replace(config.train, workers=workers, cpus_per_worker=cpus,
                                 tokens=(steps + 1) * config.train.batch_tokens, stop_after=steps,
                                 log_every=warmup, val_every=steps, deterministic=False)
     # One step more than is run: the invocation stops (checkpointed) as a preemption would, so the
@@ -94,7 +98,8 @@ def raygrow_run(config: RunConfig, storage: str, workers: int, steps: int, warmu
     driver.train(run, show_progress=False)
     records = [json.loads(line) for line in (Path(run.run_dir) / "metrics.jsonl").read_text().splitlines()]
     windows = [r for r in records if "tokens_per_s" in r][1:]  # drop the warm-up window
-    return sum(r["tokens_per_s"] for r in windows) / len(windows)
+    return (sum(r["tokens_per_s"] for r in windows) / len(windows),
+            sum(r["data_wait_frac"] for r in windows) / len(windows))
 
 
 def main() -> None:
@@ -122,10 +127,12 @@ def main() -> None:
     device, peak = device_peak()
     # name -> (tokens/s, devices it ran on); a CPU's measured peak already spans all its threads
     figures = {"bare PyTorch loop": (bare_loop(config, vocab, args.steps, args.warmup, threads), 1)}
+    waits = {}
     with tempfile.TemporaryDirectory(prefix="raygrow-bench-") as storage:
         for workers in worker_counts:
-            figures[f"raygrow train, {workers} worker(s)"] = (
-                raygrow_run(config, storage, workers, args.steps, args.warmup), workers if gpus else 1)
+            name = f"raygrow train, {workers} worker(s)"
+            tokens_per_s, waits[name] = raygrow_run(config, storage, workers, args.steps, args.warmup)
+            figures[name] = (tokens_per_s, workers if gpus else 1)
     bare = figures["bare PyTorch loop"][0]
     per_token = flops_per_token(config.model, vocab, config.data.seq_len)
     params = param_counts(config.model, vocab)
@@ -135,10 +142,11 @@ def main() -> None:
           f"micro-batch {config.train.micro_batch}, {config.train.precision}, ZeRO-{config.train.zero_stage}, "
           f"{'compiled blocks' if config.train.compile else 'eager'}, "
           f"device {device} (peak {peak:.4g} FLOP/s), {threads} CPU threads, {args.steps - args.warmup} timed steps")
-    print(f"{'loop':32} {'tokens/s':>10} {'MFU':>7} {'ratio':>7}")
+    print(f"{'loop':32} {'tokens/s':>10} {'MFU':>7} {'ratio':>7} {'data wait':>10}")
     for name, (tokens_per_s, devices) in figures.items():
         mfu = per_token * tokens_per_s / devices / peak
-        print(f"{name:32} {tokens_per_s:10.0f} {mfu:7.1%} {tokens_per_s / bare:7.2f}")
+        wait = f"{waits[name]:10.2%}" if name in waits else f"{'-':>10}"
+        print(f"{name:32} {tokens_per_s:10.0f} {mfu:7.1%} {tokens_per_s / bare:7.2f} {wait}")
 
 
 if __name__ == "__main__":

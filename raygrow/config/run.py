@@ -41,6 +41,9 @@ class SourceConfig:
                 "must name a column, or be left out")
 
 
+INGESTS = ("ray_data", "direct")  # data.ingest: how training workers get their rows
+
+
 @dataclass
 class DataConfig:
     """Where text comes from and how it becomes packed rows."""
@@ -59,6 +62,12 @@ class DataConfig:
     shuffle_seed: int = 0  # row order: a seeded streaming order per epoch
     shuffle_window: int = 8  # shards whose rows are shuffled together (locality and memory: a
     # worker holds at most two windows of shards; a window ≥ the shard count shuffles whole epochs)
+    ingest: str = "ray_data"  # how workers get their rows: "ray_data" (a Ray Data pipeline per
+    #   worker: read tasks, prefetch) or "direct" (read in the worker's process)
+    ingest_cpus: float = 0.25  # CPUs each worker's read task asks for; the workers' default CPU
+    #   share leaves them free, so the data never waits behind training
+    prefetch_steps: int = 2  # steps of rows a worker holds ready ahead of training
+    ingest_timeout_s: float = 300.0  # a step's rows that take longer are an error, not a hang
 
     def __post_init__(self) -> None:
         if self.sources is None:
@@ -76,6 +85,13 @@ class DataConfig:
                  f"must be ≥ 1, got {self.max_documents}")
         require(self.rows_per_shard >= 1, "rows_per_shard", f"must be ≥ 1, got {self.rows_per_shard}")
         require(self.shuffle_window >= 1, "shuffle_window", f"must be ≥ 1 shard, got {self.shuffle_window}")
+        require(self.ingest in INGESTS, "ingest",
+                f"must be one of {', '.join(INGESTS)}, got {self.ingest!r}")
+        require(self.ingest_cpus > 0, "ingest_cpus", f"must be > 0, got {self.ingest_cpus}")
+        require(self.prefetch_steps >= 1, "prefetch_steps",
+                f"must be ≥ 1, got {self.prefetch_steps}")
+        require(self.ingest_timeout_s > 0, "ingest_timeout_s",
+                f"must be > 0, got {self.ingest_timeout_s}")
 
     @property
     def mixture(self) -> list[SourceConfig]:

@@ -181,6 +181,18 @@ class PackedRows:
             row_ids[in_epoch] = self._epoch_rows(int(epoch), offsets[in_epoch])
         return row_ids
 
+    def windows(self, positions: np.ndarray) -> np.ndarray:
+        """The window each stream position lies in, numbered across epochs (epoch · windows per
+        epoch + k): consecutive positions of one window read the same `window` shards."""
+        positions = np.asarray(positions, dtype=np.int64)
+        epochs, offsets = np.divmod(positions, self.num_rows)
+        numbers = np.empty(len(positions), dtype=np.int64)
+        for epoch in np.unique(epochs):
+            here = epochs == epoch
+            starts = self._layout(int(epoch)).window_starts
+            numbers[here] = epoch * (len(starts) - 1) + np.searchsorted(starts, offsets[here], side="right") - 1
+        return numbers
+
     def _take_ids(self, row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tokens = np.empty((len(row_ids), self.seq_len + 1), dtype=np.int32)
         shard_of = np.searchsorted(self._shard_starts, row_ids, side="right") - 1
@@ -209,7 +221,8 @@ class PackedRows:
         if epoch not in self._layouts:
             if len(self._layouts) >= 2:  # a take may straddle one epoch boundary
                 self._layouts.pop(min(self._layouts))
-            shards = keyed_permutation(len(self._sizes), _key(self.shuffle_seed, epoch, salt=1))
+            shards = (np.arange(len(self._sizes)) if self.shuffle_seed is None else  # file order
+                      keyed_permutation(len(self._sizes), _key(self.shuffle_seed, epoch, salt=1)))
             sizes = self._sizes[shards]
             ends = np.cumsum(sizes)[self.window - 1::self.window]
             if len(sizes) % self.window:

@@ -24,7 +24,8 @@ from raygrow.config import WorkerRange
 from raygrow.errors import RaygrowError, first_line
 from raygrow.train.metrics import MetricsLog, local_sink
 from raygrow.train.records import Record
-from raygrow.train.resources import node_resources, shortfall, worker_resources
+from raygrow.train.resources import (node_resources, read_task_cpus, shortfall,
+                                     worker_resources)
 from raygrow.train.stage_run import StageRun
 
 PLACEMENT_RETRIES = 2  # worker-group placements retried before a stage stops (see fit_stage)
@@ -44,6 +45,7 @@ def fit_stage(run: StageRun, on_record=lambda record: None, sink=None) -> list[R
     storage_path, storage_filesystem = storage.ray_storage(storage.parent(run_dir))
     sink = sink or local_sink()
     launched = dataclasses.replace(run, run_dir=run_dir, threads=threads, sink=sink,
+                                   read_cpus=read_task_cpus(config, high, resources),
                                    fault=os.environ.get("RAYGROW_FAULT"))
     trainer = TorchTrainer(
         train_fn,

@@ -30,6 +30,7 @@ from raygrow import storage
 from raygrow.config import RunConfig, TrainConfig
 from raygrow.resume import check_spec
 from raygrow.data import Manifest, PackedRows
+from raygrow.data.ingest import DirectRows, RayDataRows
 from raygrow.grow import TrainState, apply_masks, fold, mask_value, set_mask_value
 from raygrow.model import build_model, compile_blocks, flops_per_token
 from raygrow.train import checkpoint
@@ -77,8 +78,7 @@ class Worker:
         storage.configure_s3(self.config.s3.endpoint_url, self.config.s3.region)
         manifest = Manifest.load(run.dataset_dir)
         self.vocab = self.config.model.vocab_size(manifest.vocab_size)
-        self.train_rows = PackedRows(run.dataset_dir, "train", self.config.data.shuffle_seed,
-                                     self.config.data.shuffle_window)
+        self.train_rows = self._train_rows(run.dataset_dir)
         self.val_rows = PackedRows(run.dataset_dir, "val", None)
         self.flops_per_token = flops_per_token(self.config.model, self.vocab,
                                                self.config.data.seq_len, run.trainable)
@@ -93,6 +93,17 @@ class Worker:
             self._resumed(resumed_from, meta)
         self.started_from_growth = not self.resumed and run.grown
         self._stop_probe = None  # a pending `stop_requested` call to the sink (rank 0)
+        train = self.config.train
+        self.stop_at = min(self.config.total_steps, train.stop_after or self.config.total_steps)
+
+    def _train_rows(self, dataset_dir: str) -> DirectRows:
+        """This rank's rows of each step: through Ray Data (data.ingest: ray_data), or read here."""
+        data = self.config.data
+        rows = PackedRows(dataset_dir, "train", data.shuffle_seed, data.shuffle_window)
+        if data.ingest == "ray_data":
+            return RayDataRows(rows, self.rank, self.world, self.config.batch_rows, data,
+                               self.run.read_cpus)
+        return DirectRows(rows, self.rank, self.world, self.config.batch_rows)
 
     def _start_state(self) -> tuple[str | None, TrainState | None, dict | None]:
         """(checkpoint resumed from, state, meta): this stage's newest checkpoint, else the
@@ -148,10 +159,21 @@ class Worker:
 
     # ---- one step ---------------------------------------------------------------------------
 
-    def _rank_slice(self, start: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        per_rank = rows // self.world
-        row_ids, tokens = self.train_rows.take(start + self.rank * per_rank, per_rank)
+    def _rank_slice(self, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        row_ids, tokens = self.train_rows.batch(start, self._planned_starts)
         return torch.from_numpy(row_ids), torch.from_numpy(tokens).long()
+
+    def _planned_starts(self) -> list[int]:
+        """The stream positions the steps left in this stage start at, the next one first: one
+        batch after another, leaving out the batches skipped after a rollback."""
+        batch, skipped = self.config.batch_rows, set(self.progress.skipped)
+        starts, position = [], self.progress.rows_consumed
+        for _ in range(self.stop_at - self.progress.step):
+            while position in skipped:
+                position += batch
+            starts.append(position)
+            position += batch
+        return starts
 
     def _loss(self, tokens: torch.Tensor) -> torch.Tensor:
         return causal_lm_loss(self.engine, tokens.to(self.device))
@@ -168,7 +190,7 @@ class Worker:
             self.progress.rows_consumed += config.batch_rows
         start = self.progress.rows_consumed
         waited = time.perf_counter()
-        row_ids, tokens = self._rank_slice(start, config.batch_rows)
+        row_ids, tokens = self._rank_slice(start)
         waited = time.perf_counter() - waited
         poisoned = os.environ.get("RAYGROW_FAULT") == f"poison_rows:{start}"  # test hook
         losses = []
@@ -349,8 +371,15 @@ class Window:
 def train_fn(loop_config: dict) -> None:
     """Ray Train's `train_loop_per_worker`."""
     worker = Worker(loop_config["run"])
+    try:
+        _train(worker)
+    finally:
+        worker.train_rows.close()  # stops this rank's Ray Data pipeline
+
+
+def _train(worker: Worker) -> None:
     config = worker.config
-    stop_at = min(config.total_steps, config.train.stop_after or config.total_steps)
+    stop_at = worker.stop_at
     window, guard = Window(), Guard(config.train)
     if not worker.resumed:  # where the stage's counters start: its cost is measured from here
         worker.emit(EventRecord(event="start", step=worker.progress.step,

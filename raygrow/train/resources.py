@@ -33,9 +33,10 @@ def worker_resources(config: RunConfig, workers: int) -> tuple[dict, bool, int]:
     """(resources per worker, use_gpu, torch threads per worker) for `workers` workers.
 
     By default a worker takes an equal share of the cluster's CPUs, but never more than the
-    largest node holds (a bundle lives on one node). Training reads packed shards directly (no
-    Ray Data tasks run during fit), so the workers may take every CPU; data preparation runs
-    before training, never beside it.
+    largest node holds (a bundle lives on one node), less the CPUs its Ray Data read task asks
+    for (`data.ingest_cpus`, see `ingest_cpus`): on any cluster size the data has CPUs of its
+    own (REFERENCES: two 1-CPU workers on 2 CPUs starve a streaming dataset). The torch threads
+    follow the share.
     """
     total = ray.cluster_resources()
     use_gpu = config.train.use_gpu if config.train.use_gpu is not None else total.get("GPU", 0) >= 1
@@ -44,13 +45,30 @@ def worker_resources(config: RunConfig, workers: int) -> tuple[dict, bool, int]:
                                                         math.floor(largest) or 1))
     if config.train.cpus_per_worker is None and cpus * workers > total.get("CPU", 0) > 0:
         cpus = total["CPU"] / workers  # more workers than CPUs: share them
-    return ({"CPU": cpus, **({"GPU": 1} if use_gpu else {})}, use_gpu, max(1, int(cpus)))
+    threads = max(1, int(cpus))
+    if config.train.cpus_per_worker is None:
+        cpus = max(cpus - ingest_cpus(config), cpus / 2)
+    return ({"CPU": cpus, **({"GPU": 1} if use_gpu else {})}, use_gpu, threads)
 
 
-def bundles_that_fit(bundle: dict[str, float], nodes: list[dict[str, float]]) -> int:
-    """How many copies of `bundle` the nodes hold, each copy on one node."""
-    return sum(min(int(node.get(name, 0) // amount + 1e-9) if amount > 0 else 1 << 30
-                   for name, amount in bundle.items()) for node in nodes)
+def ingest_cpus(config: RunConfig) -> float:
+    """CPUs one worker's Ray Data read task asks for (0 when the worker reads its rows itself)."""
+    return config.data.ingest_cpus if config.data.ingest == "ray_data" else 0.0
+
+
+def read_task_cpus(config: RunConfig, workers: int, resources: dict[str, float]) -> float:
+    """CPUs each Ray Data read task of `workers` workers of `resources` asks for: its
+    `data.ingest_cpus` where the cluster has them beside the workers, else 0 (the workers were
+    given every CPU with train.cpus_per_worker: the light read tasks then run beside them
+    rather than wait, silently, for a CPU that never frees up)."""
+    need = ingest_cpus(config)
+    free = ray.cluster_resources().get("CPU", 0) - workers * resources.get("CPU", 0)
+    if need == 0 or free + 1e-9 >= need:
+        return need
+    log.warning("the workers hold every CPU (train.cpus_per_worker %g × %d): the Ray Data read "
+                "tasks run beside them on 0 CPUs; leave %g CPU per worker free to give them "
+                "their own (data.ingest_cpus)", resources.get("CPU", 0), workers, need)
+    return 0.0
 
 
 def check_schedulable(config: RunConfig, workers: int | WorkerRange, autoscaling: bool,

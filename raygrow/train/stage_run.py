@@ -26,5 +26,6 @@ class StageRun:
     ramp_steps: int = 0
     trainable: tuple[str, ...] | None = None  # the parameters trained (None: all); the rest frozen
     threads: int = 1  # torch threads per worker (set at launch from the worker's CPUs)
+    read_cpus: float = 0.0  # CPUs of each Ray Data read task (set at launch, see resources)
     sink: object = field(default=None, repr=False)  # MetricsSink actor: records to the coordinator
     fault: str | None = None  # test hook (see raygrow.train.checkpoint.fault_point)

@@ -124,14 +124,16 @@ def _concurrency(config: SweepConfig, runs: dict[str, RunConfig]) -> int:
     """Trials at once: as given, else as many as the cluster holds the largest stage's workers."""
     if config.concurrency:
         return config.concurrency
-    from raygrow.train.resources import worker_resources
+    from raygrow.train.resources import ingest_cpus, worker_resources
 
     total = ray.cluster_resources()
     fits = []
     for run in runs.values():
         for index, stage in enumerate(run.plan_stages):
             workers = run.worker_range(stage)[1]
-            resources, _, _ = worker_resources(run.stage_config(index), workers)
+            stage = run.stage_config(index)
+            resources, _, _ = worker_resources(stage, workers)
+            resources["CPU"] = resources.get("CPU", 0) + ingest_cpus(stage)  # its read task too
             fits += [int(total.get(name, 0) // (amount * workers)) for name, amount in resources.items()]
     return max(1, min(len(runs), min(fits)))
 
