@@ -63,7 +63,8 @@ def check_schedulable(config: RunConfig, workers: int | WorkerRange, autoscaling
     `maxReplicas`, launcher `max_workers`); without one, a shortfall is refused at once instead
     of leaving Ray Train waiting silently for resources that will never come.
     """
-    low, high = (workers.min, workers.max) if isinstance(workers, WorkerRange) else (workers, workers)
+    low, high = ((workers.min, workers.max) if isinstance(workers, WorkerRange)
+                 else (workers, workers))
     resources, _, _ = worker_resources(config, high)
     if autoscaling:
         from ray.autoscaler.sdk import request_resources
