@@ -26,8 +26,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         low, high = config.worker_range(stage)
         workers = f"{low}" if low == high else f"{low}-{high}"
         print(f"  stage {index}: {config.stage_steps[index]} steps of "
-              f"{config.train.batch_tokens} tokens, {workers} worker(s), ZeRO-{config.stage_zero(stage)}"
-              + (f", grown by {stage.growth.depth_op}/{stage.growth.width_op}" if stage.growth else ""))
+              f"{config.train.batch_tokens} tokens, {workers} worker(s), "
+              f"ZeRO-{config.stage_zero(stage)}"
+              + (f", grown by {stage.growth.depth_op}/{stage.growth.width_op}"
+                 if stage.growth else ""))
     return 0
 
 
@@ -60,8 +62,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_run_config(args)
     if config.versions is not None:
-        raise RaygrowError(f"{args.plan} is a versions plan: run it with `raygrow versions {args.plan}`")
-    summary = (train_with_baseline if args.baseline else train)(config, show_progress=not args.quiet)
+        raise RaygrowError(f"{args.plan} is a versions plan: run it with `raygrow versions "
+                           f"{args.plan}`")
+    summary = (train_with_baseline if args.baseline else train)(config,
+                                                                show_progress=not args.quiet)
     for index, stage in enumerate(summary["stages"]):
         print(f"stage {index}: " + json.dumps({k: stage[k] for k in (
             "steps", "tokens", "flops", "final_train_loss", "final_val_loss", "tokens_per_s")}))
@@ -71,9 +75,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("baseline: " + json.dumps(summary["baseline"]))
     stopped_by = summary.get("stopped_by")
     if stopped_by:
-        print(f"run directory: {config.run_dir} (stopped by {stopped_by} at a checkpoint; rerun the "
-              "same command to continue)")
-        return 128 + signal.Signals[stopped_by].value  # as a shell reports a process the signal ended
+        print(f"run directory: {config.run_dir} (stopped by {stopped_by} at a checkpoint; rerun "
+              "the same command to continue)")
+        # as a shell reports a process the signal ended
+        return 128 + signal.Signals[stopped_by].value
     print(f"run directory: {config.run_dir}" + ("" if summary["complete"] else " (stopped early)"))
     return 0
 
@@ -82,16 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raygrow", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, handler, text in (("train", cmd_train, "train a model (resumes a run of the same name)"),
+    for name, handler, text in (("train", cmd_train,
+                                 "train a model (resumes a run of the same name)"),
                                 ("prepare", cmd_prepare, "tokenize and pack the corpus once"),
-                                ("validate", cmd_validate, "check a config without running anything")):
+                                ("validate", cmd_validate,
+                                 "check a config without running anything")):
         sub = commands.add_parser(name, help=text)
         config_arguments(sub)
         sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         sub.set_defaults(handler=handler)
         if name == "train":
             sub.add_argument("--baseline", action="store_true",
-                             help="also train the final shape from scratch for the same FLOPs (sibling run)")
+                             help="also train the final shape from scratch for the same FLOPs "
+                                  "(sibling run)")
     from raygrow.eval import cli as eval_cli
     from raygrow.grow import cli as grow_cli
     from raygrow.plan import cli as plan_cli
@@ -99,10 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     from raygrow.tune import cli as tune_cli
 
     for name, module, text in (("grow", grow_cli, "grow an exported model to a larger shape"),
-                               ("plan", plan_cli, "FLOPs, GPU-hours and cost of a plan vs. training from scratch"),
-                               ("versions", versions_cli, "train data versions one after another, releasing each"),
-                               ("tune", tune_cli, "sweep growth timing and factor at a fixed FLOP budget (Ray Tune)"),
-                               ("eval", eval_cli, "score exports on the IQ suite and lm-eval tasks")):
+                               ("plan", plan_cli,
+                                "FLOPs, GPU-hours and cost of a plan vs. training from scratch"),
+                               ("versions", versions_cli,
+                                "train data versions one after another, releasing each"),
+                               ("tune", tune_cli,
+                                "sweep growth timing and factor at a fixed FLOP budget (Ray Tune)"),
+                               ("eval", eval_cli,
+                                "score exports on the IQ suite and lm-eval tasks")):
         sub = commands.add_parser(name, help=text)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.run)

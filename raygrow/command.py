@@ -15,14 +15,17 @@ USAGE_ERROR = 2  # exit status of a refused input (as argparse's own)
 
 def config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("plan", help="run config / plan YAML")
-    parser.add_argument("--name", help="run name (a directory under --storage); rerun a name to resume")
-    parser.add_argument("--storage", help="where runs and packed datasets live (default: the plan's)")
+    parser.add_argument("--name",
+                        help="run name (a directory under --storage); rerun a name to resume")
+    parser.add_argument("--storage",
+                        help="where runs and packed datasets live (default: the plan's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.workers=2 (repeatable)")
 
 
 def load_run_config(args: argparse.Namespace):
-    """The RunConfig named by `config_arguments`' arguments (overrides, name and storage applied)."""
+    """The RunConfig named by `config_arguments`' arguments (overrides, name and storage
+    applied)."""
     from raygrow.config import load_config
 
     overrides = list(args.overrides)
@@ -33,7 +36,8 @@ def load_run_config(args: argparse.Namespace):
     return load_config(args.plan, overrides)
 
 
-def one_line_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def one_line_errors(
+        handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """A subcommand that reports a RaygrowError as `raygrow: error: ...` and returns 2."""
 
     @functools.wraps(handler)

@@ -43,7 +43,8 @@ def check(config: RunConfig) -> DatasetPlan:
         raise ConfigError("train.tokens", "must be ≥ 1 (a run of one stage must train)")
     for index, stage in enumerate(config.plan_stages):
         if stage.shape is None:
-            raise ConfigError(f"stages[{index}].shape", "required to train (params-only stages are for "
+            raise ConfigError(f"stages[{index}].shape",
+                              "required to train (params-only stages are for "
                               "`raygrow plan`)")
     check_storage(config)
     if config.eval is not None:  # lm-eval tasks and their data, before any cluster work
@@ -52,7 +53,8 @@ def check(config: RunConfig) -> DatasetPlan:
         check_eval(config.eval)
     check_tracking(config)
     plan = plan_dataset(config)
-    if storage.info(config.run_dir).type not in (storage.FileType.NotFound, storage.FileType.Directory):
+    if storage.info(config.run_dir).type not in (storage.FileType.NotFound,
+                                                 storage.FileType.Directory):
         raise ConfigError("name", f"{config.run_dir} exists and is not a directory")
     return plan
 
@@ -80,7 +82,8 @@ def check_storage(config: RunConfig) -> None:
     sources = [(config.data.source_field(index), source.source, False)
                for index, source in enumerate(config.data.mixture)]
     for setting, path, write in (("storage", config.run_dir, True),
-                                 ("data.cache_dir" if config.data.cache_dir else "storage", config.dataset_root, True),
+                                 ("data.cache_dir" if config.data.cache_dir else "storage",
+                                  config.dataset_root, True),
                                  *sources):
         if storage.is_remote(path) and (path not in locations or write):
             locations[path] = (setting, write)
@@ -101,7 +104,8 @@ def ensure_ray() -> bool:
     # DeepSpeed's and the workers' processes print stays in the cluster's log files (`ray_logs`
     # in summary.json) unless -v streams it here: the console shows raygrow's own lines.
     quiet = logging.DEBUG if verbose else logging.ERROR
-    ray.init(logging_level=quiet, log_to_driver=verbose, include_dashboard=None if joining else False,
+    ray.init(logging_level=quiet, log_to_driver=verbose,
+             include_dashboard=None if joining else False,
              runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::FutureWarning"}})
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING if verbose else logging.ERROR)
@@ -130,7 +134,8 @@ def _watch(coordinator, config: RunConfig, specs: list[StageSpec], show_progress
             if ready:
                 break
             if stop.received and deadline is None:
-                log.warning("%s: stopping run %s at the next step boundary (checkpointed; up to %g s)",
+                log.warning("%s: stopping run %s at the next step boundary (checkpointed; "
+                            "up to %g s)",
                             stop.received, config.name, config.train.stop_grace_s)
                 coordinator.request_stop.remote()
                 deadline = time.monotonic() + config.train.stop_grace_s
@@ -174,7 +179,8 @@ class _Progress:
             self.close()
             self.spec = status["spec"]
             spec = self.by_name[self.spec]
-            self.bar = tqdm(total=spec.end_step, initial=spec.start_step, desc=self.spec, unit="step",
+            self.bar = tqdm(total=spec.end_step, initial=spec.start_step, desc=self.spec,
+                            unit="step",
                             mininterval=2.0)
         postfix = status["phase"]
         if status.get("loss") is not None:
@@ -207,7 +213,8 @@ class StopSignal:
         self._previous: dict = {}
 
     def __enter__(self) -> StopSignal:
-        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+        # signals reach the main thread only
+        if threading.current_thread() is threading.main_thread():
             for number in self.SIGNALS:
                 self._previous[number] = signal.signal(number, self._catch)
         return self
@@ -241,15 +248,18 @@ def execute(config: RunConfig, specs: list[StageSpec], inputs: dict, autoscaling
     lease.acquire(config.name)
     name = f"raygrow:{storage.canonical(config.run_dir)}"
     try:
-        try:  # every driver (each `ray job submit`, each Tune trial) has its own namespace: name it in ours
+        # every driver (each `ray job submit`, each Tune trial) has its own namespace: name it in
+        # ours
+        try:
             # On the driver's node (the head, for `ray job submit`): losing a worker node must
             # not take the run's control plane with it.
             coordinator = Coordinator.options(name=name, namespace=COORDINATOR_NAMESPACE,
                                               scheduling_strategy=on_this_node()).remote(
-                specs, config.run_dir, inputs, config.s3, autoscaling, os.environ.get("RAYGROW_FAULT"))
+                specs, config.run_dir, inputs, config.s3, autoscaling,
+                os.environ.get("RAYGROW_FAULT"))
         except ValueError:  # the name is taken: another driver is running this run
-            raise RaygrowError(f"run {config.name} is already running on this cluster; wait for it or "
-                               "pick another --name") from None
+            raise RaygrowError(f"run {config.name} is already running on this cluster; wait for it "
+                               "or pick another --name") from None
         try:
             with StopSignal() as stop:
                 outcome = _watch(coordinator, config, specs, show_progress, stop, tracker)
@@ -262,7 +272,8 @@ def execute(config: RunConfig, specs: list[StageSpec], inputs: dict, autoscaling
 
 
 def train(config: RunConfig, show_progress: bool = True) -> dict:
-    """Run every stage of `config` (or up to `train.stop_after`); returns summary.json's contents."""
+    """Run every stage of `config` (or up to `train.stop_after`); returns summary.json's
+    contents."""
     plan = check(config)
     check_vocab(config, plan.tokenizer.vocab_size)  # before any cluster work, after the config
     specs = plan_specs(config, plan.directory)
@@ -286,14 +297,17 @@ def train(config: RunConfig, show_progress: bool = True) -> dict:
 
 
 def baseline_config(config: RunConfig, total_flops: float, vocab: int) -> RunConfig:
-    """The final shape trained from scratch for the same FLOPs, as a sibling run `<name>-baseline`."""
+    """The final shape trained from scratch for the same FLOPs, as a sibling run
+    `<name>-baseline`."""
     final = config.plan_stages[-1].shape
     per_token = flops_per_token(final, final.vocab_size(vocab), config.data.seq_len)
-    last = config.stage_config(len(config.plan_stages) - 1)  # the final stage's workers and ZeRO stage
+    # the final stage's workers and ZeRO stage
+    last = config.stage_config(len(config.plan_stages) - 1)
     train = dataclasses.replace(last.train, tokens=tokens_for_flops(total_flops, per_token,
                                                                     config.train.batch_tokens))
     data = dataclasses.replace(config.data, cache_dir=config.dataset_root)
-    return dataclasses.replace(config, model=final, stages=[], name=f"{config.name}-baseline", train=train,
+    return dataclasses.replace(config, model=final, stages=[], name=f"{config.name}-baseline",
+                               train=train,
                                data=data)
 
 

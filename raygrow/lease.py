@@ -79,7 +79,8 @@ class Lease:
         winner = self._read()
         if winner is None or winner.id != self.holder.id:
             raise RaygrowError(f"run {run} was just taken by another driver "
-                               f"({winner.describe() if winner else 'unknown'}); pick another --name")
+                               f"({winner.describe() if winner else 'unknown'}); "
+                               "pick another --name")
         self._thread = threading.Thread(target=self._renew, daemon=True, name="raygrow-lease")
         self._thread.start()
 

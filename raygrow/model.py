@@ -151,7 +151,8 @@ def block_params(shape: Shape) -> int:
 
 
 def param_counts(shape: Shape, vocab: int) -> dict[str, int]:
-    """Total and non-embedding parameter counts (the non-embedding count excludes the LM head too)."""
+    """Total and non-embedding parameter counts (the non-embedding count excludes the LM head
+    too)."""
     embedding = vocab * shape.hidden
     head = 0 if shape.tie_embeddings else vocab * shape.hidden
     non_embedding = shape.layers * block_params(shape) + shape.hidden  # + final norm
@@ -190,7 +191,8 @@ def _lowest_trained_block(shape: Shape, trainable: set[str]) -> int | None:
     return min(layers) if layers else None
 
 
-def tokens_for_flops(flops: float, per_token: float, batch_tokens: int, round_down: bool = False) -> int:
+def tokens_for_flops(flops: float, per_token: float, batch_tokens: int,
+                     round_down: bool = False) -> int:
     """The training tokens `flops` buys at `per_token` FLOPs each, in whole batches of
     `batch_tokens` (to the nearest batch, or down), at least one batch: how a FLOP budget
     becomes a stage's tokens (the trainer runs whole steps)."""

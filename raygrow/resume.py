@@ -23,8 +23,10 @@ SAFE_TO_CHANGE = (
     "train.workers", "train.zero_stage", "train.cpus_per_worker", "train.use_gpu",
     "train.micro_batch", "train.placement", "train.log_every", "train.val_every", "train.val_rows",
     "train.stop_after", "train.max_failures", "train.resource_timeout_s", "train.deterministic",
-    "train.log_rows", "train.compile", "train.stop_grace_s", "train.lease_timeout_s", "checkpoint.*",
-    "stages[*].workers", "stages[*].workers.*", "stages[*].zero_stage", "eval", "eval.*", "tracking.*",
+    "train.log_rows", "train.compile", "train.stop_grace_s", "train.lease_timeout_s",
+    "checkpoint.*",
+    "stages[*].workers", "stages[*].workers.*", "stages[*].zero_stage", "eval", "eval.*",
+    "tracking.*",
     "tracking.*.*", "train.activation_checkpointing", "train.activation_checkpointing_every",
 )
 _SAFE = [re.compile(re.escape(p).replace(r"\*", r"[^.]+") + r"$") for p in SAFE_TO_CHANGE]
@@ -78,9 +80,11 @@ def first_change(old: dict[str, Any], new: dict[str, Any]) -> str | None:
 def _appended(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
     for name in APPENDABLE:
         if key == name:
-            return isinstance(old.get(key), int) and isinstance(new.get(key), int) and new[key] >= old[key]
+            return (isinstance(old.get(key), int) and isinstance(new.get(key), int)
+                    and new[key] >= old[key])
         match = re.match(re.escape(name) + r"\[(\d+)\]", key)
-        if match and key not in old and isinstance(old.get(name), int) and int(match.group(1)) >= old[name]:
+        if (match and key not in old and isinstance(old.get(name), int)
+                and int(match.group(1)) >= old[name]):
             return True
     return False
 

@@ -119,7 +119,8 @@ class _S3Handler(pafs.FSSpecHandler):
 
     @staticmethod
     def _create_file_info(path, info):
-        return pafs.FSSpecHandler._create_file_info(path, {**info, "mtime": info.get("LastModified")})
+        return pafs.FSSpecHandler._create_file_info(path,
+                                                    {**info, "mtime": info.get("LastModified")})
 
 
 @functools.lru_cache(maxsize=4)
@@ -133,7 +134,8 @@ def _s3fs(endpoint: str | None, region: str | None):
 
     # No listing cache: other processes (workers, the coordinator) write the same prefixes, and a
     # stale listing would hide a new checkpoint. No keys either: botocore's chain finds them.
-    return s3fs.S3FileSystem(endpoint_url=endpoint, client_kwargs={"region_name": region} if region else {},
+    return s3fs.S3FileSystem(endpoint_url=endpoint,
+                             client_kwargs={"region_name": region} if region else {},
                              use_listings_cache=False, skip_instance_cache=True)
 
 
@@ -151,7 +153,8 @@ def _named(entry: pafs.FileInfo, like: str) -> pafs.FileInfo:
     """An entry with the path spelled as the caller spells it (s3:// URIs stay URIs)."""
     if not is_remote(like):
         return entry
-    return pafs.FileInfo(S3 + entry.path.lstrip("/"), entry.type, mtime_ns=entry.mtime_ns, size=entry.size)
+    return pafs.FileInfo(S3 + entry.path.lstrip("/"), entry.type, mtime_ns=entry.mtime_ns,
+                         size=entry.size)
 
 
 def info(path: str | Path) -> pafs.FileInfo:
@@ -168,10 +171,11 @@ def is_dir(path: str | Path) -> bool:
 
 
 def list_files(directory: str | Path, recursive: bool = True) -> list[pafs.FileInfo]:
-    """Every file under `directory`, sorted by path (with `recursive=False`: its entries, folders too).
-    A missing directory has none."""
+    """Every file under `directory`, sorted by path (with `recursive=False`: its entries,
+    folders too). A missing directory has none."""
     filesystem, inner = resolve(directory)
-    found = filesystem.get_file_info(pafs.FileSelector(inner, recursive=recursive, allow_not_found=True))
+    found = filesystem.get_file_info(pafs.FileSelector(inner, recursive=recursive,
+                                                       allow_not_found=True))
     keep = (_named(entry, str(directory)) for entry in found
             if entry.type == pafs.FileType.File or not recursive)
     return sorted(keep, key=lambda entry: entry.path)
@@ -208,7 +212,8 @@ def iter_chunks(path: str | Path, chunk_bytes: int = 1 << 20) -> Iterator[bytes]
 
 
 def iter_lines(path: str | Path, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
-    """The lines of a file without their newline, read in chunks (stops early if the caller does)."""
+    """The lines of a file without their newline, read in chunks (stops early if the caller
+    does)."""
     pending = b""
     for chunk in iter_chunks(path, chunk_bytes):
         lines = (pending + chunk).split(b"\n")
@@ -235,7 +240,8 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 @contextlib.contextmanager
 def writer(path: str | Path) -> Iterator[pafs.NativeFile]:
     """A stream that replaces the file at `path` when the block ends without an error: locally a
-    temp file renamed into place, on S3 an upload that completes (and so appears) only at the end."""
+    temp file renamed into place, on S3 an upload that completes (and so appears) only at the
+    end."""
     filesystem, inner = resolve(path)
     target = inner if is_remote(path) else f"{inner}.tmp-{uuid.uuid4().hex[:8]}"
     if target != inner:
@@ -322,7 +328,8 @@ def upload_dir(local: str | Path, destination: str, last: str | None = None) -> 
     """Copy a local directory's files to `destination`; the file named `last` (a completion
     marker) goes after every other, so a reader that sees it sees all of them."""
     filesystem, inner = resolve(destination)
-    names = sorted(str(path.relative_to(local)) for path in Path(local).rglob("*") if path.is_file())
+    names = sorted(str(path.relative_to(local)) for path in Path(local).rglob("*")
+                   if path.is_file())
     for name in sorted(names, key=lambda name: name == last):
         pafs.copy_files(str(Path(local) / name), f"{inner}/{name}",
                         source_filesystem=pafs.LocalFileSystem(), destination_filesystem=filesystem)
@@ -401,7 +408,8 @@ def probe(path: str, setting: str, write: bool) -> None:
     """Check that `path` (s3://…) can be read, and written if `write`, before any run starts:
     endpoint reachable, credentials found and accepted, bucket present. A write probe puts and
     deletes one small object. Raises DataError: one line naming `setting`, the path and the fix."""
-    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import (BotoCoreError, ClientError, EndpointConnectionError,
+                                     NoCredentialsError)
 
     resolve(path)  # refuses schemes other than s3://
     bucket, key = bucket_and_key(path)
@@ -418,7 +426,8 @@ def probe(path: str, setting: str, write: bool) -> None:
             client.delete_object(Bucket=bucket, Key=marker)
     except NoCredentialsError:
         raise DataError(f"{setting}: {path}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
-                        "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run with an instance role") from None
+                        "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run with an instance "
+                        "role") from None
     except EndpointConnectionError:
         raise DataError(f"{setting}: {path}: cannot connect to {where}; check the URL and that "
                         "the server is up") from None
@@ -443,10 +452,12 @@ def _explain(code: str, bucket: str, where: str, write: bool) -> str:
 
 
 def _probe_client(endpoint: str | None):
-    """A plain botocore client with short timeouts and no retries: a check must answer in seconds."""
+    """A plain botocore client with short timeouts and no retries: a check must answer in
+    seconds."""
     import botocore.session
     from botocore.config import Config
 
-    config = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 1, "mode": "standard"})
+    config = Config(connect_timeout=5, read_timeout=10,
+                    retries={"max_attempts": 1, "mode": "standard"})
     return botocore.session.get_session().create_client("s3", endpoint_url=endpoint,
                                                         region_name=_settings.region, config=config)

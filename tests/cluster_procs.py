@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-# The venv's bin: `ray` for the CLI, and first on the cluster's PATH so a job's `python` is the venv's.
+# The venv's bin: `ray` for the CLI, and first on the cluster's PATH so a job's `python` is the
+# venv's.
 BIN = Path(sys.executable).parent
 
 

@@ -64,7 +64,8 @@ def mlp_calls_per_block(model: torch.nn.Module, train: bool = True) -> list[int]
     counts = [0] * len(model.model.layers)
     # a pre-hook: the replay stops as soon as the saved tensors are back (torch's early stop),
     # inside the MLP, before a forward hook at its end would run
-    handles = [block.mlp.register_forward_pre_hook(lambda *_, i=i: counts.__setitem__(i, counts[i] + 1))
+    handles = [block.mlp.register_forward_pre_hook(
+                   lambda *_, i=i: counts.__setitem__(i, counts[i] + 1))
                for i, block in enumerate(model.model.layers)]
     model.train(train)
     causal_lm_loss(model, rows(1, 2)[0]).backward()
@@ -80,7 +81,8 @@ def mlp_calls_per_block(model: torch.nn.Module, train: bool = True) -> list[int]
 def test_exactly_the_chosen_blocks_are_recomputed(mode, every, chosen):
     model = build_model(Shape(**SHAPE), VOCAB, seed=0)
     assert checkpoint_activations(model, mode, every) == chosen
-    assert [i for i, block in enumerate(model.model.layers) if block.gradient_checkpointing] == chosen
+    assert [i for i, block in enumerate(model.model.layers)
+            if block.gradient_checkpointing] == chosen
     assert mlp_calls_per_block(model) == [2 if i in chosen else 1 for i in range(4)]
 
 
@@ -121,7 +123,8 @@ def test_same_losses_with_compiled_blocks():
     # aot_eager traces the blocks through dynamo and AOTAutograd (what train.compile does) without
     # inductor's C++ build, which takes minutes on this CPU
     plain = train_losses(config(2), compile_backend="aot_eager", steps=2)
-    checkpointed = train_losses(config(2, activation_checkpointing="full"), compile_backend="aot_eager",
+    checkpointed = train_losses(config(2, activation_checkpointing="full"),
+                                compile_backend="aot_eager",
                                 steps=2)
     assert max(abs(a - b) for a, b in zip(plain, checkpointed)) <= 1e-5
 

@@ -10,7 +10,8 @@ from raygrow.grow.state import TrainState
 
 def make_state(step: int) -> tuple[TrainState, dict]:
     generator = torch.Generator().manual_seed(step)
-    params = {"model.a.weight": torch.randn(4, 3, generator=generator), "model.b": torch.randn(3, generator=generator)}
+    params = {"model.a.weight": torch.randn(4, 3, generator=generator),
+              "model.b": torch.randn(3, generator=generator)}
     state = TrainState(params=params, exp_avg={k: v * 0.1 for k, v in params.items()},
                        exp_avg_sq={k: v * v for k, v in params.items()}, step=step)
     return state, {"step": step, "rows_consumed": 8 * step}

@@ -61,11 +61,13 @@ CASES = {
     "unknown key": (lambda tmp: {"train": {"wrkers": 2}}, ["train.wrkers", "unknown key"]),
     "hidden vs heads": (lambda tmp: {"model": {"layers": 1, "hidden": 30, "heads": 4}},
                         ["model.hidden", "divisible by heads"]),
-    "seq_len over positions": (lambda tmp: {"model": {"layers": 1, "hidden": 32, "heads": 4, "max_positions": 16}},
+    "seq_len over positions": (lambda tmp: {"model": {"layers": 1, "hidden": 32, "heads": 4,
+                                                      "max_positions": 16}},
                                ["data.seq_len", "max_positions"]),
     "missing path": (lambda tmp: {"data": {"source": str(tmp / "nowhere")}}, ["nowhere"]),
     "empty corpus": (lambda tmp: {"data": {"source": empty_corpus(tmp)}}, ["empty"]),
-    "bad tokenizer": (lambda tmp: {"data": {"source": "stdlib", "tokenizer": bad_tokenizer_dir(tmp)}}, ["tok"]),
+    "bad tokenizer": (lambda tmp: {"data": {"source": "stdlib",
+                                            "tokenizer": bad_tokenizer_dir(tmp)}}, ["tok"]),
 }
 
 

@@ -24,15 +24,18 @@ def test_defaults_and_derived_values():
     assert config.model.ffn == 176  # 8/3·64 = 170.7, rounded up to a multiple of 8
     assert config.batch_rows == config.train.batch_tokens // config.data.seq_len
     assert config.grad_accum(1) == config.batch_rows // config.train.micro_batch
-    assert config.plan_stages[0].shape == config.model and config.plan_stages[0].tokens == config.train.tokens
+    assert (config.plan_stages[0].shape == config.model
+            and config.plan_stages[0].tokens == config.train.tokens)
 
 
 @pytest.mark.parametrize("raw, message", [
     ({**BASE, "train": {"zero_stage": 5}}, "train.zero_stage: must be 0..3, got 5"),
     ({**BASE, "trian": {}}, "trian: unknown key"),
     ({**BASE, "train": {"wrkers": 2}}, "train.wrkers: unknown key"),
-    ({"model": {"layers": 2, "hidden": 65, "heads": 4}}, "model.hidden: must be divisible by heads (4), got 65"),
-    ({"model": {"layers": 2, "hidden": 64, "heads": 4, "kv_heads": 3}}, "model.kv_heads: must divide heads"),
+    ({"model": {"layers": 2, "hidden": 65, "heads": 4}},
+     "model.hidden: must be divisible by heads (4), got 65"),
+    ({"model": {"layers": 2, "hidden": 64, "heads": 4, "kv_heads": 3}},
+     "model.kv_heads: must divide heads"),
     ({**BASE, "data": {"seq_len": 4096}}, "data.seq_len: 4096 is over model.max_positions (2048)"),
     ({**BASE, "train": {"workers": 0}}, "train.workers: must be ≥ 1, got 0"),
     ({**BASE, "train": {"lr": "fast"}}, "train.lr: must be a number, got 'fast'"),
@@ -60,8 +63,10 @@ def test_numbers_written_as_yaml_strings_are_numbers():
 def test_overrides_are_typed_and_nested(tmp_path):
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump(BASE))
-    config = load_config(plan, ["train.workers=2", "train.zero_stage=3", "data.max_documents=9", "name=r1"])
-    assert (config.train.workers, config.train.zero_stage, config.data.max_documents, config.name) == (2, 3, 9, "r1")
+    config = load_config(plan, ["train.workers=2", "train.zero_stage=3",
+                                "data.max_documents=9", "name=r1"])
+    assert (config.train.workers, config.train.zero_stage, config.data.max_documents,
+            config.name) == (2, 3, 9, "r1")
     with pytest.raises(ConfigError, match="train.zero_stage: must be 0..3"):
         load_config(plan, ["train.zero_stage=7"])
     raw = {}
@@ -78,7 +83,8 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("plan", sorted((REPO / "jobs" / "plans").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("plan", sorted((REPO / "jobs" / "plans").glob("*.yaml")),
+                         ids=lambda p: p.name)
 def test_every_shipped_plan_parses(plan, shipped_plan):
     config = shipped_plan(plan)
     assert all(stage.tokens >= config.train.batch_tokens or (stage.init and stage.tokens == 0)

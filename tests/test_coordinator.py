@@ -25,7 +25,8 @@ LARGE = {**SMALL, "layers": 4}
 def plan(tiny_config, name: str, second_workers=2, **train):
     stages = [
         {"shape": SMALL, "tokens": 4 * 512, "workers": 1, "zero_stage": 2},
-        {"growth": {"depth_op": "stack"}, "shape": LARGE, "tokens": 4 * 512, "workers": second_workers,
+        {"growth": {"depth_op": "stack"}, "shape": LARGE, "tokens": 4 * 512,
+         "workers": second_workers,
          "zero_stage": 3},
     ]
     return tiny_config(name, model=None, stages=stages, train={"log_rows": True, **train})
@@ -70,7 +71,8 @@ def test_two_stage_plan_grows_and_rescales(grown):
     assert large["flops"] > small["flops"] > 0
     import ray
 
-    here = {node["NodeID"] for node in ray.nodes() if node["Alive"]}  # where each stage's workers ran
+    # where each stage's workers ran
+    here = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
     assert len(small["nodes"]) == len(large["nodes"]) == 1 and set(large["nodes"]) <= here
     assert 0 <= small["resource_wait_s"] < 5 and 0 <= large["resource_wait_s"] < 5
     assert summary["total_flops"] == pytest.approx(small["flops"] + large["flops"])
@@ -99,7 +101,8 @@ def test_worker_killed_mid_stage_resumes_elastically_exactly_once(grown, tiny_co
     reference, _ = grown
     monkeypatch.setenv("RAYGROW_FAULT", "kill_rank:1:3")
     config = plan(tiny_config, "killed-worker", second_workers={"min": 1, "max": 2}, max_failures=2)
-    config = type(config)(**{**config.__dict__, "checkpoint": type(config.checkpoint)(every_steps=2, keep=5)})
+    config = type(config)(**{**config.__dict__,
+                             "checkpoint": type(config.checkpoint)(every_steps=2, keep=5)})
     summary = driver.train(config, show_progress=False)
     run_dir = Path(config.run_dir)
     assert summary["complete"]
@@ -107,7 +110,8 @@ def test_worker_killed_mid_stage_resumes_elastically_exactly_once(grown, tiny_co
     assert any(r.get("event") == "resume" and r["step"] == 2 for r in stage_records(run_dir, 1))
     rows = rows_of(run_dir, 0) + rows_of(run_dir, 1)
     assert len(rows) == len(set(rows)) == 8 * config.batch_rows
-    assert sorted(rows) == sorted(rows_of(Path(reference.run_dir), 0) + rows_of(Path(reference.run_dir), 1))
+    assert sorted(rows) == sorted(rows_of(Path(reference.run_dir), 0)
+                                  + rows_of(Path(reference.run_dir), 1))
 
 
 @pytest.mark.slow
@@ -137,7 +141,8 @@ def test_killed_coordinator_resumes_in_stage_two(grown, tiny_config):
 
 
 @pytest.mark.slow
-def test_masked_growth_killed_midway_regrows_identically_and_preserves_loss(ray_local, tiny_config, monkeypatch):
+def test_masked_growth_killed_midway_regrows_identically_and_preserves_loss(
+        ray_local, tiny_config, monkeypatch):
     """MSG growth in depth and width, with the coordinator killed inside the growth step: the
     rerun's grown state equals a growth computed straight from stage 0's final checkpoint (what an
     uninterrupted run does), the ramp trains, and the loss right after growth equals the loss
@@ -147,7 +152,8 @@ def test_masked_growth_killed_midway_regrows_identically_and_preserves_loss(ray_
 
     wide = {**SMALL, "layers": 4, "hidden": 64, "heads": 8, "kv_heads": 4, "ffn": 128}
     stages = [{"shape": SMALL, "tokens": 3 * 512},
-              {"growth": {"depth_op": "masked", "width_op": "masked", "ramp_steps": 2}, "shape": wide,
+              {"growth": {"depth_op": "masked", "width_op": "masked", "ramp_steps": 2},
+               "shape": wide,
                "tokens": 4 * 512}]
     config = tiny_config("killed-growth", model=None, stages=stages)
     run_dir = Path(config.run_dir)
@@ -174,7 +180,8 @@ def test_masked_growth_killed_midway_regrows_identically_and_preserves_loss(ray_
 @pytest.mark.slow
 def test_baseline_is_a_sibling_run_with_the_same_flops(grown):
     config, summary = grown
-    result = driver.train_with_baseline(config, show_progress=False)  # the plan itself is done: not rerun
+    # the plan itself is done: not rerun
+    result = driver.train_with_baseline(config, show_progress=False)
     baseline = result["baseline"]
     assert baseline["name"] == f"{config.name}-baseline"
     step_flops = (summary["stages"][1]["flops"] / summary["stages"][1]["steps"])
@@ -187,7 +194,8 @@ def test_a_stage_the_cluster_cannot_hold_is_refused_before_training(ray_local, t
     from raygrow.errors import ConfigError
 
     config = tiny_config("too-big", train={"workers": 8, "micro_batch": 2})
-    with pytest.raises(ConfigError, match="train.workers: stage-0: 8 worker\\(s\\) need 1 CPU each, on one node each, but the nodes hold 4"):
+    with pytest.raises(ConfigError, match="train.workers: stage-0: 8 worker\\(s\\) need 1 CPU "
+                                          "each, on one node each, but the nodes hold 4"):
         driver.train(config, show_progress=False)
     assert not (Path(config.run_dir) / "stage-0").exists()
 
@@ -213,7 +221,8 @@ def test_second_driver_of_a_running_run_is_refused(ray_local, tiny_config):
     from raygrow.storage import canonical
 
     other = _OtherDriversCoordinator.options(
-        name=f"raygrow:{canonical(config.run_dir)}", namespace=driver.COORDINATOR_NAMESPACE).remote()
+        name=f"raygrow:{canonical(config.run_dir)}",
+        namespace=driver.COORDINATOR_NAMESPACE).remote()
     assert ray.get(other.ping.remote())
     try:
         with pytest.raises(RaygrowError, match="already running"):
@@ -224,7 +233,8 @@ def test_second_driver_of_a_running_run_is_refused(ray_local, tiny_config):
 
 
 @pytest.mark.slow
-def test_records_lost_after_the_final_checkpoint_come_back_and_the_run_completes(ray_local, tiny_config):
+def test_records_lost_after_the_final_checkpoint_come_back_and_the_run_completes(
+        ray_local, tiny_config):
     """A coordinator that dies after a stage's final checkpoint but before writing its last records
     down: the rerun resumes at that checkpoint, which carries its step's record, so the stage log
     ends where training ended and the run completes instead of counting the stage unfinished."""
@@ -235,10 +245,12 @@ def test_records_lost_after_the_final_checkpoint_come_back_and_the_run_completes
     log = run_dir / "stage-0" / "metrics.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines()]
     final = [r for r in records if r.get("step") == 4 and "event" not in r]
-    log.write_text("".join(json.dumps(r) + "\n" for r in records if r.get("step", 0) < 4 or "event" in r))
+    log.write_text("".join(json.dumps(r) + "\n" for r in records
+                           if r.get("step", 0) < 4 or "event" in r))
     state = json.loads((run_dir / "coordinator.json").read_text())
     specs = {name: {**entry, "done": False} for name, entry in state["specs"].items()}
-    (run_dir / "coordinator.json").write_text(json.dumps({**state, "specs": specs, "current": "stage-0",
+    (run_dir / "coordinator.json").write_text(json.dumps({**state, "specs": specs,
+                                                          "current": "stage-0",
                                                           "phase": "training"}))
 
     again = driver.train(config, show_progress=False)
@@ -260,7 +272,8 @@ def test_lr_policies_restart_rewind_and_continue_through_a_real_plan(ray_local, 
               {"shape": LARGE, "tokens": 2 * 512, "growth": {"lr": "rewind"}},
               {"shape": LARGE, "tokens": 2 * 512, "growth": {"lr": "continue"}}]
     config = tiny_config("lr-policies", model=None, stages=stages,
-                         train={"warmup_steps": 1, "schedule": "cosine", "lr": 1e-3, "min_lr_ratio": 0.1,
+                         train={"warmup_steps": 1, "schedule": "cosine", "lr": 1e-3,
+                                "min_lr_ratio": 0.1,
                                 "deterministic": False, "val_every": 2})
     summary = driver.train(config, show_progress=False)
     assert summary["complete"]
@@ -274,7 +287,8 @@ def test_lr_policies_restart_rewind_and_continue_through_a_real_plan(ray_local, 
 
     expected = [
         [cosine(0, 8, 1), cosine(1, 8, 1)],  # stage 0: one schedule over the plan's 8 steps
-        [cosine(0, 6, 1), cosine(1, 6, 1)],  # restart: a new schedule over the 6 steps left, warm-up
+        # restart: a new schedule over the 6 steps left, warm-up
+        [cosine(0, 6, 1), cosine(1, 6, 1)],
         [cosine(0, 4, 0), cosine(1, 4, 0)],  # rewind: over the 4 left, straight at peak
         [cosine(2, 4, 0), cosine(3, 4, 0)],  # continue: stage 2's schedule, 2 steps on
     ]

@@ -35,7 +35,8 @@ def write_plan(config, path: Path) -> Path:
 def launch(plan: Path, ray_local, *args: str) -> subprocess.Popen:
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address,
            "RAYGROW_AUTOSCALING": "0"}
-    return subprocess.Popen([sys.executable, "-m", "raygrow.cli", "train", str(plan), "--quiet", *args],
+    return subprocess.Popen([sys.executable, "-m", "raygrow.cli", "train", str(plan),
+                             "--quiet", *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -47,7 +48,8 @@ def steps_logged(run_dir: Path) -> list[int]:
     return [record["step"] for record in map(json.loads, lines) if "event" not in record]
 
 
-def wait_for_step(run_dir: Path, process: subprocess.Popen, step: int, timeout_s: float = 300) -> None:
+def wait_for_step(run_dir: Path, process: subprocess.Popen, step: int,
+                  timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while max(steps_logged(run_dir), default=0) < step:
         assert process.poll() is None, process.communicate()[0][-3000:]
@@ -63,7 +65,8 @@ def rows(run_dir: Path) -> list[int]:
 
 
 def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "stage-0" / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line)
+            for line in (run_dir / "stage-0" / "metrics.jsonl").read_text().splitlines()]
 
 
 def long_run(tiny_config, name: str, **checkpointing):
@@ -73,7 +76,8 @@ def long_run(tiny_config, name: str, **checkpointing):
 
 
 @pytest.mark.parametrize("stop_signal, exit_status", [
-    (signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)], ids=["SIGTERM", "ctrl-c"])
+    (signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)],
+                         ids=["SIGTERM", "ctrl-c"])
 def test_a_signal_checkpoints_at_the_next_step_and_the_rerun_resumes_exactly_once(
         ray_local, tiny_config, tmp_path, stop_signal, exit_status):
     config = long_run(tiny_config, f"stopped-{stop_signal.name}")
@@ -129,7 +133,8 @@ def _wait_until_gone(actor_name: str, timeout_s: float = 120) -> None:
 
 @pytest.mark.slow
 def test_raygrow_train_skips_a_corrupt_newest_checkpoint(ray_local, tiny_config, tmp_path):
-    config = tiny_config("corrupted", train={"tokens": 6 * 512, "log_rows": True, "deterministic": False,
+    config = tiny_config("corrupted",
+                         train={"tokens": 6 * 512, "log_rows": True, "deterministic": False,
                                              "stop_after": 4})
     run_dir = Path(config.run_dir)
     driver.train(config, show_progress=False)
@@ -139,7 +144,8 @@ def test_raygrow_train_skips_a_corrupt_newest_checkpoint(ray_local, tiny_config,
     data[-1] ^= 0xFF  # one flipped bit of the last weight: same size, other bytes
     weights.write_bytes(bytes(data))
     plan = write_plan(tiny_config("corrupted", train={"tokens": 6 * 512, "log_rows": True,
-                                                      "deterministic": False}), tmp_path / "plan.yaml")
+                                                      "deterministic": False}),
+                      tmp_path / "plan.yaml")
     process = launch(plan, ray_local)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output[-3000:]

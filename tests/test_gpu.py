@@ -54,7 +54,8 @@ def test_compiled_gpu_run_exports_for_stock_transformers(ray_local, tiny_config)
     """train.compile (inductor) on the GPU: trains, and the export loads with stock transformers."""
     from transformers import AutoModelForCausalLM
 
-    config = tiny_config("gpu-export", train={"precision": "bf16", "use_gpu": True, "deterministic": False,
+    config = tiny_config("gpu-export",
+                         train={"precision": "bf16", "use_gpu": True, "deterministic": False,
                                               "tokens": 4 * 512, "compile": True})
     driver.train(config, show_progress=False)
     model = AutoModelForCausalLM.from_pretrained(Path(config.run_dir) / "export").to("cuda")

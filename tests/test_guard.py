@@ -44,15 +44,19 @@ def test_a_poisoned_batch_is_rolled_back_and_every_other_row_trained_once(ray_lo
     assert summary["complete"] and summary["stages"][0]["steps"] == 6
     run_dir = Path(config.run_dir)
     (event,) = events(run_dir, "nonfinite")
-    assert event["step"] == 5 and event["detail"]["action"] == f"rolled back to {checkpoint.dir_name(4)}"
-    assert event["detail"]["rows"] == [4 * BATCH_ROWS, 5 * BATCH_ROWS] and event["detail"]["loss"] == "nan"
+    assert (event["step"] == 5
+            and event["detail"]["action"] == f"rolled back to {checkpoint.dir_name(4)}")
+    assert (event["detail"]["rows"] == [4 * BATCH_ROWS, 5 * BATCH_ROWS]
+            and event["detail"]["loss"] == "nan")
     rows = trained_rows(run_dir)
     assert len(rows) == len(set(rows)) == 6 * BATCH_ROWS  # six full steps, no row twice
     from raygrow.data import PackedRows
 
-    stream = PackedRows(summary["dataset"], "train", config.data.shuffle_seed, config.data.shuffle_window)
+    stream = PackedRows(summary["dataset"], "train", config.data.shuffle_seed,
+                        config.data.shuffle_window)
     poison = set(stream.take(4 * BATCH_ROWS, BATCH_ROWS)[0].tolist())
-    expected = set(stream.take(0, 4 * BATCH_ROWS)[0].tolist()) | set(stream.take(5 * BATCH_ROWS, 2 * BATCH_ROWS)[0].tolist())
+    expected = (set(stream.take(0, 4 * BATCH_ROWS)[0].tolist())
+                | set(stream.take(5 * BATCH_ROWS, 2 * BATCH_ROWS)[0].tolist()))
     assert set(rows) == expected and not poison & set(rows)  # the poisoned batch never trained
     state, _ = checkpoint.load(checkpoint.latest_valid(run_dir / "stage-0"))
     assert checkpoint.nonfinite(state) is None
@@ -61,15 +65,18 @@ def test_a_poisoned_batch_is_rolled_back_and_every_other_row_trained_once(ray_lo
 
 @pytest.mark.ray
 def test_skip_goes_on_and_stop_ends_the_run_incomplete(ray_local, tiny_config, monkeypatch):
-    skipping = poisoned(tiny_config, "skipped", "skip", monkeypatch, position=2 * BATCH_ROWS, steps=4)
+    skipping = poisoned(tiny_config, "skipped", "skip", monkeypatch,
+                        position=2 * BATCH_ROWS, steps=4)
     summary = driver.train(skipping, show_progress=False)
     assert summary["complete"]
     (event,) = events(Path(skipping.run_dir), "nonfinite")
     assert event["detail"]["action"] == "skipped" and event["step"] == 3
-    assert len(trained_rows(Path(skipping.run_dir))) == 3 * BATCH_ROWS  # the poisoned step trained nothing
+    # the poisoned step trained nothing
+    assert len(trained_rows(Path(skipping.run_dir))) == 3 * BATCH_ROWS
 
     stopping = poisoned(tiny_config, "stopped", "stop", monkeypatch, position=0, steps=4)
-    with pytest.raises(RaygrowError, match="stage-0: a non-finite loss or gradient at step 1 .*on_nonfinite is stop"):
+    with pytest.raises(RaygrowError, match="stage-0: a non-finite loss or gradient at step 1 "
+                                           ".*on_nonfinite is stop"):
         driver.train(stopping, show_progress=False)
     run_dir = Path(stopping.run_dir)
     assert json.loads((run_dir / "summary.json").read_text())["complete"] is False
@@ -82,7 +89,8 @@ def test_non_finite_weights_are_never_checkpointed_or_loaded(tmp_path):
         checkpoint.save(tmp_path / "refused", state, {"step": 3})
     assert not (tmp_path / "refused").exists()
     good = tmp_path / checkpoint.dir_name(2)
-    checkpoint.save(good, TrainState(params={"w": torch.ones(2)}, exp_avg={"w": torch.zeros(2)}), {"step": 2})
+    checkpoint.save(good, TrainState(params={"w": torch.ones(2)}, exp_avg={"w": torch.zeros(2)}),
+                    {"step": 2})
     from safetensors.torch import save_file
 
     bad = tmp_path / checkpoint.dir_name(4)  # newer, complete, its marker matching an infinity

@@ -33,13 +33,16 @@ TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 PLAN = {
     "name": "job",
     "data": {"source": "stdlib", "seq_len": 32, "max_documents": 60, "val_fraction": 0.1},
-    "train": {"batch_tokens": 512, "micro_batch": 4, "cpus_per_worker": 1, "lr": 1e-3, "warmup_steps": 2,
+    "train": {"batch_tokens": 512, "micro_batch": 4, "cpus_per_worker": 1, "lr": 1e-3,
+              "warmup_steps": 2,
               "log_every": 1, "val_every": 3, "val_rows": 8},
     "checkpoint": {"every_steps": 3, "keep": 2},
     "stages": [
-        {"shape": {"layers": 2, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64}, "tokens": 3 * 512,
+        {"shape": {"layers": 2, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64},
+         "tokens": 3 * 512,
          "workers": 1, "zero_stage": 2},
-        {"growth": {"depth_op": "stack"}, "shape": {"layers": 4, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64},
+        {"growth": {"depth_op": "stack"},
+         "shape": {"layers": 4, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64},
          "tokens": 3 * 512, "workers": 2, "zero_stage": 3},
     ],
 }
@@ -52,18 +55,22 @@ class HeadNode:
     env: dict[str, str]  # for `ray` CLI calls: RAY_ADDRESS and the cluster's auth token
 
     def ray(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "ray"), *args], cwd=REPO, env=self.env, capture_output=True, text=True,
+        return subprocess.run([str(BIN / "ray"), *args], cwd=REPO, env=self.env,
+                              capture_output=True, text=True,
                               timeout=timeout)
 
     def submit(self, submission_id: str, *entrypoint: str) -> None:
         # The job API answers before the node's dashboard agent has registered with it; until then
-        # a submission is refused with "No available agent ... try again later" and nothing is created.
+        # a submission is refused with "No available agent ... try again later" and nothing is
+        # created.
         deadline = time.monotonic() + 90
         while True:
-            result = self.ray("job", "submit", "--log-style", "record", "--submission-id", submission_id,
+            result = self.ray("job", "submit", "--log-style", "record", "--submission-id",
+                              submission_id,
                               "--working-dir", str(REPO), "--no-wait", "--", *entrypoint)
             output = result.stdout + result.stderr
-            if result.returncode == 0 or "No available agent" not in output or time.monotonic() > deadline:
+            if (result.returncode == 0 or "No available agent" not in output
+                    or time.monotonic() > deadline):
                 break
             time.sleep(2)
         assert result.returncode == 0, output
@@ -91,8 +98,8 @@ class HeadNode:
                 return status, text
             time.sleep(5)  # each `ray job status` is a new Python process: ~1 CPU-s
         self.ray("job", "stop", submission_id)
-        pytest.fail(f"job {submission_id} not done after {timeout:.0f}s ({text[-500:]}); logs end:\n"
-                    f"{self.logs(submission_id)[-4000:]}")
+        pytest.fail(f"job {submission_id} not done after {timeout:.0f}s ({text[-500:]}); logs "
+                    f"end:\n{self.logs(submission_id)[-4000:]}")
 
     def logs(self, submission_id: str) -> str:
         result = self.ray("job", "logs", "--log-style", "record", submission_id, timeout=60)
@@ -100,9 +107,11 @@ class HeadNode:
         return result.stdout
 
 
-def wait_until_answering(url: str, token: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+def wait_until_answering(url: str, token: str, process: subprocess.Popen, log: Path,
+                         timeout: float = 120) -> None:
     """Until the job API answers 200 (it comes up after the dashboard's /api/version)."""
-    request = urllib.request.Request(f"{url}/api/jobs/", headers={"Authorization": f"Bearer {token}"})
+    request = urllib.request.Request(f"{url}/api/jobs/",
+                                     headers={"Authorization": f"Bearer {token}"})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -114,7 +123,8 @@ def wait_until_answering(url: str, token: str, process: subprocess.Popen, log: P
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.5)
-    pytest.fail(f"the dashboard at {url} did not answer within {timeout:.0f}s:\n{log.read_text()[-4000:]}")
+    pytest.fail(f"the dashboard at {url} did not answer within "
+                f"{timeout:.0f}s:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +135,15 @@ def head():
     (temp_dir / "auth_token").write_text(token)
     # Token auth is on by default in Ray 2.60; a token of our own keeps ~/.ray/auth_token out of it.
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(temp_dir / "auth_token")}
-    gcs, dashboard, client, agent_http, agent_grpc, metrics, node_manager, object_manager, runtime_env = free_ports(9)
+    (gcs, dashboard, client, agent_http, agent_grpc, metrics, node_manager, object_manager,
+     runtime_env) = free_ports(9)
     # Every port explicit: the defaults (10001, 52365, ...) may be taken by another local cluster.
-    command = [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
+    command = [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}",
+               f"--dashboard-port={dashboard}",
                "--dashboard-host=127.0.0.1", "--num-cpus=4", "--include-dashboard=true",
                f"--temp-dir={temp_dir}", f"--ray-client-server-port={client}",
-               f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
+               f"--dashboard-agent-listen-port={agent_http}",
+               f"--dashboard-agent-grpc-port={agent_grpc}",
                f"--metrics-export-port={metrics}", f"--node-manager-port={node_manager}",
                f"--object-manager-port={object_manager}", f"--runtime-env-agent-port={runtime_env}",
                "--disable-usage-stats"]
@@ -139,7 +152,8 @@ def head():
     # process group ours to kill.
     env = clean_env(**auth, RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
     with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=temp_dir, env=env, stdout=out, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, cwd=temp_dir, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT,
                                    start_new_session=True)
     try:
         url = f"http://127.0.0.1:{dashboard}"
@@ -176,7 +190,8 @@ def jobs(head, tmp_path_factory) -> dict[str, Job]:
     for name, (changes, extra, error) in cases.items():
         plan = write_plan(work / f"{name}.yaml", **changes)
         storage = work / name
-        head.submit(name, "python", "jobs/pretrain.py", "--plan", str(plan), "--storage", str(storage),
+        head.submit(name, "python", "jobs/pretrain.py", "--plan", str(plan), "--storage",
+                    str(storage),
                     "--name", "job1" if name == "job1" else "bad", *extra)
         submitted[name] = Job(name, storage, error)
     return submitted
@@ -188,7 +203,8 @@ def test_submitted_job_trains_every_stage(head, jobs):
     logs = head.logs(job.submission_id)
     assert status == "SUCCEEDED", f"{text}\n{logs[-4000:]}"
     # What `raygrow train` prints at the end, through the job's log.
-    stages = [json.loads(line.split(": ", 1)[1]) for line in logs.splitlines() if re.match(r"stage \d+: \{", line)]
+    stages = [json.loads(line.split(": ", 1)[1]) for line in logs.splitlines()
+              if re.match(r"stage \d+: \{", line)]
     assert [stage["steps"] for stage in stages] == [3, 3], logs[-4000:]
     assert all(stage["final_val_loss"] > 0 for stage in stages)
     assert re.search(r'^growth: \{.*"depth_op": "stack"', logs, re.MULTILINE), logs[-4000:]
@@ -199,7 +215,8 @@ def test_submitted_job_trains_every_stage(head, jobs):
     assert (run_dir / "export" / "model.safetensors").exists()
     # It joined this cluster (RAY_ADDRESS from the job), not a private local one: the head knows its
     # coordinator, named after the run directory.
-    actors = json.loads(head.ray("list", "actors", "--format", "json", "--filter", "class_name=Coordinator").stdout)
+    actors = json.loads(head.ray("list", "actors", "--format", "json", "--filter",
+                                 "class_name=Coordinator").stdout)
     assert [actor["name"] for actor in actors] == [f"raygrow:{run_dir.resolve()}"], actors
 
 
@@ -207,7 +224,8 @@ def test_working_dir_upload_leaves_out_venv_and_ignored_files(head, jobs):
     """Ray 2.60 skips .git/.venv and honours .gitignore when packing --working-dir, so no
     `excludes` are needed: the jobs got the sources (under 1 MB), not the 2 GB venv or old runs."""
     root = head.temp_dir / "session_latest" / "runtime_resources" / "working_dir_files"
-    (unpacked,) = [path for path in root.iterdir() if path.is_dir()]  # one package, shared by all jobs
+    # one package, shared by all jobs
+    (unpacked,) = [path for path in root.iterdir() if path.is_dir()]
     names = {path.name for path in unpacked.iterdir()}
     assert {"raygrow", "jobs", "pyproject.toml"} <= names
     assert not names & {".venv", ".git", "runs", "raygrow.egg-info", ".pytest_cache"}, names

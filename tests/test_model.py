@@ -16,7 +16,8 @@ def test_param_counts_match_the_real_model(shape):
     model = build_model(shape, vocab=258)
     counts = param_counts(shape, 258)
     assert counts["params"] == sum(p.numel() for p in model.parameters())
-    embedding = sum(p.numel() for n, p in model.named_parameters() if "embed" in n or "lm_head" in n)
+    embedding = sum(p.numel() for n, p in model.named_parameters()
+                    if "embed" in n or "lm_head" in n)
     assert counts["non_embedding_params"] == counts["params"] - embedding
     assert shape_of(model.config) == Shape(**{**shape.__dict__, "vocab": 258})
 

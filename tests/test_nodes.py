@@ -22,7 +22,8 @@ PROBE = textwrap.dedent("""
         def node(self):
             return ray.get_runtime_context().get_node_id()
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 2, "include_dashboard": False})
     cluster.add_node(num_cpus=2)
     ray.init(address=cluster.address, logging_level="ERROR")
     cluster.wait_for_nodes()
@@ -30,10 +31,12 @@ PROBE = textwrap.dedent("""
     try:
         def config(**train):
             return from_dict(RunConfig, {"model": {"layers": 1, "hidden": 32, "heads": 4},
-                                         "train": {"tokens": 8192 * 4, "batch_tokens": 8192, "micro_batch": 4, **train}})
+                                         "train": {"tokens": 8192 * 4, "batch_tokens": 8192,
+                                                   "micro_batch": 4, **train}})
         out["cluster_cpus"] = ray.cluster_resources()["CPU"]
         here = ray.get_runtime_context().get_node_id()
-        actors = [ControlPlane.options(scheduling_strategy=on_this_node()).remote() for _ in range(8)]
+        actors = [ControlPlane.options(scheduling_strategy=on_this_node()).remote()
+                  for _ in range(8)]
         out["control_plane_here"] = [ray.get(actor.node.remote()) == here for actor in actors]
         out["default_one_worker"] = worker_resources(config(), 1)[0]["CPU"]
         out["default_two_workers"] = worker_resources(config(), 2)[0]["CPU"]
@@ -59,7 +62,8 @@ PROBE = textwrap.dedent("""
 @pytest.mark.ray
 @pytest.mark.nodes
 def test_a_worker_bundle_is_compared_with_what_one_node_holds():
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                          timeout=300)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
     out = json.loads(lines[-1][len("RESULT "):])
@@ -68,11 +72,11 @@ def test_a_worker_bundle_is_compared_with_what_one_node_holds():
     assert all(out["control_plane_here"]), out["control_plane_here"]
     # the default share is capped by the largest node: one worker gets 2 CPUs, not the cluster's 4
     assert out["default_one_worker"] == 2 and out["default_two_workers"] == 2
-    assert out["too_big"] == ("train.workers: stage-1: one worker needs 3 CPU but the largest node has "
-                              "2 CPU; lower train.cpus_per_worker or add bigger nodes")
+    assert out["too_big"] == ("train.workers: stage-1: one worker needs 3 CPU but the largest node "
+                              "has 2 CPU; lower train.cpus_per_worker or add bigger nodes")
     # 3 × 2 CPUs fit the cluster's 4 CPUs by totals? No, and not per node either: 2 nodes, 1 each
-    assert out["too_many"].startswith("train.workers: stage-1: 3 worker(s) need 2 CPU each, on one node "
-                                      "each, but the nodes hold 2")
+    assert out["too_many"].startswith("train.workers: stage-1: 3 worker(s) need 2 CPU each, on one "
+                                      "node each, but the nodes hold 2")
     assert out["elastic"] == "fits"
 
 
@@ -85,7 +89,8 @@ NODE_LOSS = textwrap.dedent("""
     from raygrow.config import RunConfig, from_dict
 
     storage, mode = sys.argv[1], sys.argv[2]  # mode: elastic (workers 1..2) or fixed (2)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False})
     nodes = [cluster.add_node(num_cpus=2) for _ in range(2)]
     ray.init(address=cluster.address, logging_level="ERROR")
     cluster.wait_for_nodes()
@@ -94,10 +99,11 @@ NODE_LOSS = textwrap.dedent("""
         "data": {"source": "stdlib", "seq_len": 32, "max_documents": 60, "val_fraction": 0.1,
                  "rows_per_shard": 512},
         "stages": [{"shape": {"layers": 2, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64},
-                    "tokens": 8 * 512, "workers": {"min": 1, "max": 2} if mode == "elastic" else 2}],
-        "train": {"batch_tokens": 512, "micro_batch": 4, "cpus_per_worker": 2, "zero_stage": 2, "lr": 1e-3,
-                  "warmup_steps": 2, "log_every": 1, "val_every": 4, "val_rows": 8, "max_failures": 3,
-                  "log_rows": True, "resource_timeout_s": 60},
+                    "tokens": 8 * 512,
+                    "workers": {"min": 1, "max": 2} if mode == "elastic" else 2}],
+        "train": {"batch_tokens": 512, "micro_batch": 4, "cpus_per_worker": 2, "zero_stage": 2,
+                  "lr": 1e-3, "warmup_steps": 2, "log_every": 1, "val_every": 4, "val_rows": 8,
+                  "max_failures": 3, "log_rows": True, "resource_timeout_s": 60},
         "checkpoint": {"every_steps": 2, "keep": 5}})
     out = {"errors": []}
     def train():
@@ -112,7 +118,8 @@ NODE_LOSS = textwrap.dedent("""
     removed = None
     deadline = time.monotonic() + 600
     while removed is None and time.monotonic() < deadline and thread.is_alive():
-        records = [json.loads(l) for l in metrics.read_text().splitlines()] if metrics.exists() else []
+        records = ([json.loads(l) for l in metrics.read_text().splitlines()] if metrics.exists()
+                   else [])
         placed = [r for r in records if r.get("event") == "placement"]
         if placed and any(r.get("step", 0) >= 3 and "event" not in r for r in records):
             rank1 = placed[-1]["detail"]["ranks"][1]["node"]
@@ -162,7 +169,8 @@ def test_a_lost_node_shrinks_an_elastic_stage_and_every_row_is_trained_once(tmp_
     first, *_, last = out["placements"]
     assert len(first) == 2 and len({rank["node"] for rank in first}) == 2  # one worker per node
     assert len(last) == 1 and last[0]["node"] != out["removed"]  # shrunk onto the node that is left
-    assert out["resumes"] and out["resumes"][-1] in (2, 4)  # from the last checkpoint before the loss
+    # from the last checkpoint before the loss
+    assert out["resumes"] and out["resumes"][-1] in (2, 4)
 
 
 @pytest.mark.ray

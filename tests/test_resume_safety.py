@@ -51,7 +51,8 @@ def recorded_run(tmp_path: Path, overrides: list[str] = ()) -> Path:
 
     config = load_config(DEFAULT_PLAN, [f"storage={tmp_path}", *overrides])
     state = CoordinatorState(current="stage-0", phase="training",
-                             inputs=run_inputs(config.to_dict(), storage.base_name(dataset_dir(config))))
+                             inputs=run_inputs(config.to_dict(),
+                                               storage.base_name(dataset_dir(config))))
     state.save(config.run_dir)
     return Path(config.run_dir)
 
@@ -76,7 +77,8 @@ def test_a_rerun_with_other_inputs_is_refused_naming_what_changed(tmp_path, case
     from raygrow.driver import check_resume_inputs
 
     with pytest.raises(ConfigError) as refused:
-        check_resume_inputs(config, run_inputs(config.to_dict(), storage.base_name(dataset_dir(config))))
+        check_resume_inputs(config,
+                            run_inputs(config.to_dict(), storage.base_name(dataset_dir(config))))
     assert field in str(refused.value) and "another --name" in str(refused.value)
     assert (run_dir / STATE_FILE).read_text() == before
 
@@ -85,9 +87,10 @@ def test_safe_changes_pass_and_the_cli_refuses_drift_before_any_work(tmp_path):
     from raygrow.data import dataset_dir
 
     run_dir = recorded_run(tmp_path)
-    safe = load_config(DEFAULT_PLAN, [f"storage={tmp_path}", "train.workers=2", "train.zero_stage=3",
-                                      "train.log_every=1", "checkpoint.every_steps=5",
-                                      "data.ingest=direct", "data.prefetch_steps=4"])
+    safe = load_config(DEFAULT_PLAN,
+                       [f"storage={tmp_path}", "train.workers=2", "train.zero_stage=3",
+                        "train.log_every=1", "checkpoint.every_steps=5", "data.ingest=direct",
+                        "data.prefetch_steps=4"])
     check_inputs(CoordinatorState.load(str(run_dir)).inputs,
                  run_inputs(safe.to_dict(), storage.base_name(dataset_dir(safe))), "tiny")
     listing = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
@@ -104,7 +107,8 @@ def test_a_changed_corpus_under_the_same_config_is_refused(tmp_path):
     run_dir = recorded_run(tmp_path, [f"data.source={corpus}", "data.max_documents=null"])
     (corpus / "b.txt").write_text("class B:\n    pass\n" * 50)  # a new file: other rows
     line = one_line(raygrow("train", str(DEFAULT_PLAN), "--storage", str(tmp_path), "--set",
-                            f"data.source={corpus}", "--set", "data.max_documents=null", cwd=tmp_path))
+                            f"data.source={corpus}", "--set", "data.max_documents=null",
+                            cwd=tmp_path))
     assert "dataset:" in line and "another --name" in line
     assert (run_dir / STATE_FILE).exists()
 
@@ -114,9 +118,11 @@ def test_a_changed_corpus_under_the_same_config_is_refused(tmp_path):
 
 LOAD_REFUSALS = {
     "masked ramp longer than its stage": (["stages.1.growth.depth_op=masked"],
-                                          "stages[1].growth.ramp_steps: the mask ramp (100 steps) must end"),
+                                          "stages[1].growth.ramp_steps: the mask ramp "
+                                          "(100 steps) must end"),
     "head_dim changes": (["stages.1.shape.hidden=192", "stages.1.shape.heads=4",
-                          "stages.1.growth.width_op=split"], "stages[1].shape.heads: must be hidden / head_dim"),
+                          "stages.1.growth.width_op=split"],
+                         "stages[1].shape.heads: must be hidden / head_dim"),
     "hyperclone multiple": (["stages.1.shape.hidden=160", "stages.1.shape.heads=5",
                              "stages.1.growth.width_op=hyperclone"],
                             "stages[1].shape.hidden: hyperclone needs an integer multiple of 128"),
@@ -126,7 +132,8 @@ LOAD_REFUSALS = {
     "nan lr": (["train.lr=.nan"], "train.lr: must be a finite number"),
     "beta1 of 2": (["train.beta1=2"], "train.beta1: must be in [0, 1), got 2"),
     "negative weight decay": (["train.weight_decay=-1"], "train.weight_decay: must be ≥ 0"),
-    "value that is not YAML": (["data.source=@x"], "data.source: cannot read the value '@x' as YAML"),
+    "value that is not YAML": (["data.source=@x"],
+                               "data.source: cannot read the value '@x' as YAML"),
 }
 
 
@@ -140,7 +147,8 @@ def test_bad_values_and_impossible_growths_are_refused_at_load_time(case):
 
 
 def test_validate_runs_every_growth_check_up_front(tmp_path):
-    line = one_line(raygrow("validate", str(DEFAULT_PLAN), "--set", "stages.1.growth.depth_op=masked",
+    line = one_line(raygrow("validate", str(DEFAULT_PLAN), "--set",
+                            "stages.1.growth.depth_op=masked",
                             cwd=tmp_path))
     assert "stages[1].growth.ramp_steps" in line
     assert one_line(raygrow("validate", str(DEFAULT_PLAN), "--set", "train.beta1=2", cwd=tmp_path))
@@ -225,7 +233,8 @@ def test_a_checkpoint_marker_naming_a_file_outside_is_not_loaded(tmp_path):
 
     directory = tmp_path / checkpoint.dir_name(2)
     directory.mkdir()
-    (directory / checkpoint.MARKER).write_text(json.dumps({"files": {"../../secret": {"bytes": 1, "sha256": "x"}}}))
+    (directory / checkpoint.MARKER).write_text(
+        json.dumps({"files": {"../../secret": {"bytes": 1, "sha256": "x"}}}))
     with pytest.raises(CheckpointError, match="leaves its directory"):
         checkpoint.verify(directory)
 
@@ -233,7 +242,8 @@ def test_a_checkpoint_marker_naming_a_file_outside_is_not_loaded(tmp_path):
 def test_a_manifest_naming_a_shard_outside_is_refused(tmp_path):
     from raygrow.data import Manifest
 
-    manifest = Manifest(seq_len=4, tokenizer="byte", tokenizer_fingerprint="byte-v1", vocab_size=258, eos_id=256,
+    manifest = Manifest(seq_len=4, tokenizer="byte", tokenizer_fingerprint="byte-v1",
+                        vocab_size=258, eos_id=256,
                         train_shards=["../outside.parquet"], train_shard_rows=[1], val_shards=[],
                         val_shard_rows=[], train_rows=1, val_rows=0, train_tokens=5, documents=1,
                         replaced_documents=0, source="x")
@@ -265,10 +275,12 @@ def test_a_stale_or_dead_holders_lease_is_taken_over(tmp_path):
     taker = Lease(str(tmp_path), timeout_s=60)
     taker.acquire("r")  # not renewed for 120 s > 60 s: stale
     taker.release()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True)
     import socket
 
-    fresh = {"id": "dead", "host": socket.gethostname(), "pid": int(dead.stdout), "renewed": time.time()}
+    fresh = {"id": "dead", "host": socket.gethostname(), "pid": int(dead.stdout),
+             "renewed": time.time()}
     (tmp_path / LEASE_FILE).write_text(json.dumps(fresh))
     taker = Lease(str(tmp_path), timeout_s=60)
     taker.acquire("r")  # renewed just now, but by a process of this host that no longer runs

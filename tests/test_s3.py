@@ -76,10 +76,12 @@ def s3():
         iam = boto3.client("iam", **bootstrap)
         iam.create_user(UserName="raygrow")
         iam.put_user_policy(UserName="raygrow", PolicyName="everything", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+            {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
         key = iam.create_access_key(UserName="raygrow")["AccessKey"]
         with pytest.MonkeyPatch.context() as patch:
-            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
+                         "AWS_ENDPOINT_URL_S3"):
                 patch.delenv(name, raising=False)
             patch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
             patch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
@@ -143,29 +145,41 @@ SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLE-session-token-never-printed"
 REFUSALS = {
     # case: (overrides, environment changes, fragments of the one error line, through the CLI?)
     "missing bucket": (["storage=s3://no-such-bucket/runs"], {},
-                       ["storage: s3://no-such-bucket/runs/refused", "bucket no-such-bucket does not exist"], True),
-    "wrong secret": (["storage=s3://runs/refusals"], {"AWS_SECRET_ACCESS_KEY": "wrong-secret-never-printed"},
-                     ["storage:", "refused the AWS credentials (SignatureDoesNotMatch)", "AWS_SECRET_ACCESS_KEY"], True),
-    "no credentials": (["storage=s3://runs/refusals"], {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None},
+                       ["storage: s3://no-such-bucket/runs/refused",
+                        "bucket no-such-bucket does not exist"], True),
+    "wrong secret": (["storage=s3://runs/refusals"],
+                     {"AWS_SECRET_ACCESS_KEY": "wrong-secret-never-printed"},
+                     ["storage:", "refused the AWS credentials (SignatureDoesNotMatch)",
+                      "AWS_SECRET_ACCESS_KEY"], True),
+    "no credentials": (["storage=s3://runs/refusals"],
+                       {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None},
                        ["storage:", "no AWS credentials found", "AWS_PROFILE"], True),
-    "unreachable endpoint setting": (["storage=s3://runs/refusals", "s3.endpoint_url=http://127.0.0.1:9"], {},
-                                     ["storage:", "cannot connect to endpoint http://127.0.0.1:9 (s3.endpoint_url"],
+    "unreachable endpoint setting": (["storage=s3://runs/refusals",
+                                      "s3.endpoint_url=http://127.0.0.1:9"], {},
+                                     ["storage:", "cannot connect to endpoint http://127.0.0.1:9 "
+                                                  "(s3.endpoint_url"],
                                      True),
     "missing source bucket": (["storage=s3://runs/refusals", "data.source=s3://gone/corpus"], {},
-                              ["data.source: s3://gone/corpus", "bucket gone does not exist"], False),
+                              ["data.source: s3://gone/corpus", "bucket gone does not exist"],
+                              False),
     "unknown key and token": (["storage=s3://runs/refusals"],
-                              {"AWS_ACCESS_KEY_ID": "AKIANEVERPRINTED0000", "AWS_SESSION_TOKEN": SESSION_TOKEN},
+                              {"AWS_ACCESS_KEY_ID": "AKIANEVERPRINTED0000",
+                               "AWS_SESSION_TOKEN": SESSION_TOKEN},
                               ["storage:", "refused the AWS credentials"], False),
-    "unreachable endpoint env": (["storage=s3://runs/refusals"], {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
-                                 ["cannot connect to endpoint http://127.0.0.1:9", "AWS_ENDPOINT_URL"], False),
+    "unreachable endpoint env": (["storage=s3://runs/refusals"],
+                                 {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+                                 ["cannot connect to endpoint http://127.0.0.1:9",
+                                  "AWS_ENDPOINT_URL"], False),
     "bad endpoint setting": (["storage=s3://runs/refusals", "s3.endpoint_url=127.0.0.1:9"], {},
                              ["s3.endpoint_url: must be an http:// or https:// URL"], False),
-    "other scheme": (["storage=gs://bucket/runs"], {}, ["gs:// paths are not supported", "s3://bucket/prefix"], False),
+    "other scheme": (["storage=gs://bucket/runs"], {},
+                     ["gs:// paths are not supported", "s3://bucket/prefix"], False),
 }
 NEVER_SHOWN = ("wrong-secret-never-printed", "AKIANEVERPRINTED0000", SESSION_TOKEN)
 
 
-def refusal_line(tmp_path: Path, overrides: list[str], env: dict[str, str], through_cli: bool) -> str:
+def refusal_line(tmp_path: Path, overrides: list[str], env: dict[str, str],
+                 through_cli: bool) -> str:
     """The error a refused `raygrow train` prints: from the command itself (exit status 2, one
     line on stderr), or, to keep the test fast, from the driver's checks in this process."""
     plan = tmp_path / "plan.yaml"
@@ -182,8 +196,10 @@ def refusal_line(tmp_path: Path, overrides: list[str], env: dict[str, str], thro
                 check(load_config(plan, overrides))
         return f"raygrow: error: {refused.value}"
     args = [arg for override in overrides for arg in ("--set", override)]
-    result = subprocess.run([sys.executable, "-m", "raygrow.cli", "train", str(plan), *args], cwd=tmp_path,
-                            env={**env, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "raygrow.cli", "train", str(plan), *args],
+                            cwd=tmp_path,
+                            env={**env, "RAY_ADDRESS": ""}, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     return result.stderr
@@ -223,7 +239,8 @@ def prepared(s3_ray, s3, corpus, tiny_config):
 
 
 @pytest.mark.ray
-def test_prepare_reads_the_corpus_from_s3_and_writes_shards_to_s3(s3, corpus, prepared, tiny_config, tmp_path):
+def test_prepare_reads_the_corpus_from_s3_and_writes_shards_to_s3(s3, corpus, prepared,
+                                                                  tiny_config, tmp_path):
     from raygrow.data import Manifest, PackedRows, dataset_dir, prepare
 
     config, manifest, directory = prepared
@@ -241,7 +258,8 @@ def test_prepare_reads_the_corpus_from_s3_and_writes_shards_to_s3(s3, corpus, pr
     local = tiny_config("prepare-local", data={"source": str(local_corpus), "max_documents": None,
                                                "cache_dir": str(tmp_path / "datasets")})
     local_manifest = prepare(local, show_progress=False)
-    assert (local_manifest.train_rows, local_manifest.val_rows) == (manifest.train_rows, manifest.val_rows)
+    assert ((local_manifest.train_rows, local_manifest.val_rows)
+            == (manifest.train_rows, manifest.val_rows))
     s3_rows = PackedRows(directory, "train", None).take(0, manifest.train_rows)[1]
     local_rows = PackedRows(dataset_dir(local), "train", None).take(0, manifest.train_rows)[1]
     assert (s3_rows == local_rows).all()
@@ -268,7 +286,8 @@ def ray_logs(ray) -> bytes:
 
 
 @pytest.mark.ray
-def test_growth_run_on_s3_stops_resumes_and_exports(s3_ray, s3, prepared, tiny_config, capfd, caplog):
+def test_growth_run_on_s3_stops_resumes_and_exports(s3_ray, s3, prepared, tiny_config,
+                                                    capfd, caplog):
     """A 2-stage plan with everything on S3: stopped after 4 steps (as a preemption would) with
     checkpoints at steps 2 and 4, the newest left as a crash during its upload leaves it (marker
     and state there, weights cut short, moments missing); rerun, it resumes from the complete
@@ -288,22 +307,26 @@ def test_growth_run_on_s3_stops_resumes_and_exports(s3_ray, s3, prepared, tiny_c
     run = "s3://runs/runs/grown"
     torn = f"runs/grown/stage-0/{checkpoint.dir_name(4)}"
     weights = s3.client.get_object(Bucket="runs", Key=f"{torn}/model.safetensors")["Body"].read()
-    s3.client.put_object(Bucket="runs", Key=f"{torn}/model.safetensors", Body=weights[: len(weights) // 2])
+    s3.client.put_object(Bucket="runs", Key=f"{torn}/model.safetensors",
+                         Body=weights[: len(weights) // 2])
     s3.client.delete_object(Bucket="runs", Key=f"{torn}/optimizer.safetensors")
     assert checkpoint.latest_valid(f"{run}/stage-0") == f"{run}/stage-0/{checkpoint.dir_name(2)}"
-    assert json.loads(s3.client.get_object(Bucket="runs", Key="runs/grown/coordinator.json")["Body"].read())[
-        "phase"] == "training"
+    assert json.loads(
+        s3.client.get_object(Bucket="runs", Key="runs/grown/coordinator.json")["Body"].read()
+    )["phase"] == "training"
 
     summary = driver.train(growth_plan(tiny_config, s3, "grown"), show_progress=False)
     assert summary["complete"] and [stage["steps"] for stage in summary["stages"]] == [4, 4]
-    stage0 = [json.loads(line) for line in storage.read_bytes(f"{run}/stage-0/metrics.jsonl").splitlines()]
+    stage0 = [json.loads(line)
+              for line in storage.read_bytes(f"{run}/stage-0/metrics.jsonl").splitlines()]
     resumes = [r for r in stage0 if r.get("event") == "resume"]
     assert [(r["step"], r["checkpoint"]) for r in resumes] == [(2, checkpoint.dir_name(2))]
     assert [r["step"] for r in stage0 if "event" not in r] == [1, 2, 3, 4]  # resumed, not restarted
     (transition,) = summary["transitions"]
     assert transition["depth_op"] == "stack" and transition["val_loss_after"] > 0
     keys = s3.keys("runs")
-    for name in ("summary.json", "coordinator.json", "metrics.jsonl", "report.png", "stage-1/init/complete.json",
+    for name in ("summary.json", "coordinator.json", "metrics.jsonl", "report.png",
+                 "stage-1/init/complete.json",
                  "stage-0/export/config.json", "export/model.safetensors", "export/tokenizer.json"):
         assert f"runs/grown/{name}" in keys, name
     assert json.loads(storage.read_bytes(f"{run}/summary.json"))["stages"][1]["steps"] == 4
@@ -312,7 +335,8 @@ def test_growth_run_on_s3_stops_resumes_and_exports(s3_ray, s3, prepared, tiny_c
     assert final == f"{run}/stage-1/{checkpoint.dir_name(4)}"
     state, meta = checkpoint.load(final)
     assert meta["step"] == 4 and meta["shape"]["layers"] == 4
-    ours = load_into_model(state, Shape(**meta["shape"]), meta["vocab"], eos_id=prepared[1].eos_id).eval()
+    ours = load_into_model(state, Shape(**meta["shape"]), meta["vocab"],
+                           eos_id=prepared[1].eos_id).eval()
     tokens = torch.randint(0, 256, (2, 16))
     with storage.local_copy(f"{run}/export") as local:
         exported = AutoModelForCausalLM.from_pretrained(local).eval()
@@ -351,7 +375,8 @@ def test_versions_plan_on_s3_releases_each_version(s3_ray, s3, prepared, tiny_co
 
 
 @pytest.mark.ray
-def test_sweep_on_s3_writes_its_trials_and_best_plan_there(s3_ray, s3, prepared, tiny_config, tmp_path):
+def test_sweep_on_s3_writes_its_trials_and_best_plan_there(s3_ray, s3, prepared,
+                                                           tiny_config, tmp_path):
     from raygrow.tune import sweep
 
     base = s3_config(tiny_config, s3, "sweep-base", model={"layers": 4, "hidden": 32, "heads": 4,
@@ -364,7 +389,8 @@ def test_sweep_on_s3_writes_its_trials_and_best_plan_there(s3_ray, s3, prepared,
     assert result.sweep_dir == "s3://runs/sweeps/on-s3"
     keys = s3.keys("runs")
     for name in ("sweep.json", "trials.csv", "trials.md", "sweep.png", "best_plan.yaml",
-                 f"runs/{row.run}.yaml", f"runs/{row.run}.log", f"runs/{row.run}/export/config.json"):
+                 f"runs/{row.run}.yaml", f"runs/{row.run}.log",
+                 f"runs/{row.run}/export/config.json"):
         assert f"sweeps/on-s3/{name}" in keys, name
     assert not list(tmp_path.iterdir())  # nothing local
 

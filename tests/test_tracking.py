@@ -30,8 +30,10 @@ def plan_config(storage: str, name: str = "tracked", **tracking) -> RunConfig:
         "data": {"seq_len": 32},
         "train": {"batch_tokens": 128, "micro_batch": 4, "log_every": 1, "val_every": 2},
         "stages": [
-            {"tokens": 4 * 128, "shape": {"layers": 1, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64}},
-            {"tokens": 3 * 128, "shape": {"layers": 2, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64},
+            {"tokens": 4 * 128,
+             "shape": {"layers": 1, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64}},
+            {"tokens": 3 * 128,
+             "shape": {"layers": 2, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64},
              "growth": {"depth_op": "stack"}},
         ],
         "tracking": tracking or {
@@ -60,7 +62,8 @@ def tensorboard_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
 
     events = EventAccumulator(logdir, size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+            for tag in events.Tags()["scalars"]}
 
 
 def tensorboard_texts(logdir: str, tag: str) -> list[tuple[int, str]]:
@@ -68,7 +71,8 @@ def tensorboard_texts(logdir: str, tag: str) -> list[tuple[int, str]]:
 
     events = EventAccumulator(logdir, size_guidance={"tensors": 0})
     events.Reload()
-    return [(e.step, e.tensor_proto.string_val[0].decode()) for e in events.Tensors(f"{tag}/text_summary")]
+    return [(e.step, e.tensor_proto.string_val[0].decode())
+            for e in events.Tensors(f"{tag}/text_summary")]
 
 
 def wandb_history(path: str) -> list[dict]:
@@ -140,7 +144,8 @@ def tracked(tmp_path_factory):
     write(run_dir, "stage-0", [EventRecord(event="resume", step=2, checkpoint="checkpoint_000002"),
                                step(2, 4.5, val=4.6), step(3, 4.25), step(4, 4.0, val=4.1)])
     second.poll(force=True)
-    write(run_dir, "stage-1", [EventRecord(event="growth", step=0, val_loss=4.1, tokens=512, flops=4e6),
+    write(run_dir, "stage-1",
+          [EventRecord(event="growth", step=0, val_loss=4.1, tokens=512, flops=4e6),
                                step(1, 3.9), step(2, 3.8, val=3.85), step(3, 3.7, val=3.75)])
     summary = {"name": config.name, "complete": True, "eval": {"iq": {"mapping": 0.25}},
                "stages": [{"final_val_loss": 4.1}, {"final_val_loss": 3.75}]}
@@ -157,7 +162,8 @@ def test_tensorboard_logs_each_step_once_with_a_global_step_and_the_growth_marke
     assert dict(scalars["train/loss"])[3] == pytest.approx(4.2)
     assert scalars["val/loss"] == [(2, pytest.approx(4.6)), (4, pytest.approx(4.1)),
                                    (6, pytest.approx(3.85)), (7, pytest.approx(3.75))]
-    assert scalars["growth"] == [(4, 1.0)]  # the previous stage's last step: before and after on one x
+    # the previous stage's last step: before and after on one x
+    assert scalars["growth"] == [(4, 1.0)]
     assert scalars["val/loss_after_growth"] == [(4, pytest.approx(4.1))]
     assert [s for s, _ in scalars["events/resume"]] == [2]
     assert [value for _, value in scalars["stage"]] == [0.0] * 4 + [1.0] * 3
@@ -180,7 +186,8 @@ def test_wandb_offline_resume_continues_the_same_run_id(tracked):
     losses = [(row["_step"], row["train/loss"]) for row in rows if "train/loss" in row]
     assert [s for s, _ in losses] == [1, 2, 3, 4, 5, 6, 7]
     growth = [row for row in rows if "growth" in row]
-    assert [(row["_step"], row["growth"], row["val/loss_after_growth"]) for row in growth] == [(4, 1, 4.1)]
+    assert [(row["_step"], row["growth"], row["val/loss_after_growth"])
+            for row in growth] == [(4, 1, 4.1)]
     assert any("stage-1: growth at step 0" in row.get("events", "") for row in rows)
 
 
@@ -196,7 +203,8 @@ def test_mlflow_file_store_resume_continues_the_same_run(tracked):
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "growth")] == [(4, 1.0)]
     growth_tags = [value for key, value in run.data.tags.items() if key.startswith("events.")
                    and "growth" in value]
-    assert growth_tags == [tags for tags in growth_tags if "from stage-0" in tags] and len(growth_tags) == 1
+    assert (growth_tags == [tags for tags in growth_tags if "from stage-0" in tags]
+            and len(growth_tags) == 1)
     experiment = client.get_experiment_by_name("tests")
     assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [run_id]
 
@@ -216,7 +224,8 @@ def test_a_tracker_that_cannot_start_is_left_out_and_the_rest_go_on(tmp_path, ca
     assert any("tracking: mlflow could not start" in r.getMessage() for r in caplog.records)
     write(config.run_dir, "stage-0", [step(1, 5.0), step(2, 4.0)])
     tracker.close(None, complete=False)
-    assert [s for s, _ in tensorboard_scalars(f"{config.run_dir}/tensorboard")["train/loss"]] == [1, 2]
+    assert ([s for s, _ in tensorboard_scalars(f"{config.run_dir}/tensorboard")["train/loss"]]
+            == [1, 2])
 
 
 # ---- config and refusals --------------------------------------------------------------------
@@ -255,7 +264,8 @@ def test_local_tracker_dirs_are_required_with_s3_storage():
     with pytest.raises(ConfigError) as error:
         plan_config("s3://bucket/runs", wandb={"project": "p"})
     assert error.value.field == "tracking.wandb.dir"
-    assert plan_config("s3://bucket/runs", tensorboard=True, tensorboard_dir="/tmp/tb").tracking.tensorboard
+    assert plan_config("s3://bucket/runs", tensorboard=True,
+                       tensorboard_dir="/tmp/tb").tracking.tensorboard
 
 
 def test_a_missing_tracker_library_is_refused_before_cluster_work(tmp_path, monkeypatch):
@@ -305,9 +315,11 @@ def test_ray_two_stage_plan_with_every_tracker(ray_local, tiny_config, tmp_path)
     assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3, 4, 5, 6]
     assert [s for s, _ in scalars["growth"]] == [3]
     assert [s for s, _ in scalars["events/resume"]] == [2]
-    assert any("growth" in text for _, text in tensorboard_texts(f"{run_dir}/tensorboard", "events"))
+    assert any("growth" in text
+               for _, text in tensorboard_texts(f"{run_dir}/tensorboard", "events"))
 
-    wandb_rows = [row for path in wandb_files(run_dir, ids["wandb"]["id"]) for row in wandb_history(path)]
+    wandb_rows = [row for path in wandb_files(run_dir, ids["wandb"]["id"])
+                  for row in wandb_history(path)]
     assert len(wandb_files(run_dir, ids["wandb"]["id"])) == 2
     assert sorted(row["_step"] for row in wandb_rows if "train/loss" in row) == [1, 2, 3, 4, 5, 6]
     assert [row["_step"] for row in wandb_rows if "growth" in row] == [3]
@@ -317,7 +329,8 @@ def test_ray_two_stage_plan_with_every_tracker(ray_local, tiny_config, tmp_path)
     client = MlflowClient(tracking_uri=f"file:{tmp_path}/mlruns")
     run = client.get_run(ids["mlflow"]["run_id"])
     assert run.info.status == "FINISHED"
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [1, 2, 3, 4, 5, 6]
+    assert (sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
+            == [1, 2, 3, 4, 5, 6])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "growth")] == [3]
     final = client.get_metric_history(run.info.run_id, "val/loss")[-1]
     assert final.value == pytest.approx(summary["stages"][1]["final_val_loss"], rel=1e-6)

@@ -50,7 +50,8 @@ def test_two_workers_zero2_end_to_end(reference):
     assert summary["complete"] and stage["steps"] == 6 and stage["workers"] == 2
     assert stage["tokens"] == 6 * 512 == summary["total_tokens"]
     assert stage["flops"] == pytest.approx(summary["total_flops"]) and stage["flops"] > 0
-    for key in ("params", "non_embedding_params", "final_train_loss", "final_val_loss", "tokens_per_s"):
+    for key in ("params", "non_embedding_params", "final_train_loss", "final_val_loss",
+                "tokens_per_s"):
         assert stage[key] and stage[key] > 0, key
     logged = [r for r in records(run_dir) if "loss" in r]
     assert {"lr", "grad_norm", "tokens_per_s", "mfu", "tokens", "flops"} <= set(logged[-1])
@@ -100,8 +101,10 @@ def test_stop_and_resume_is_bit_exact_and_exactly_once(reference, tiny_config):
 def test_resume_at_another_world_size_and_zero_stage(reference, tiny_config):
     """Full-state checkpoints load at any data-parallel size (a plain ZeRO checkpoint refuses)."""
     config, _ = reference
-    driver.train(tiny_config("rescaled", train={"workers": 2, "stop_after": 4}), show_progress=False)
-    summary = driver.train(tiny_config("rescaled", train={"workers": 1, "zero_stage": 3}), show_progress=False)
+    driver.train(tiny_config("rescaled", train={"workers": 2, "stop_after": 4}),
+                 show_progress=False)
+    summary = driver.train(tiny_config("rescaled", train={"workers": 1, "zero_stage": 3}),
+                           show_progress=False)
     assert summary["complete"]
     losses = step_losses(Path(summary["config"]["storage"]) / "rescaled")
     reference_losses = step_losses(Path(config.run_dir))
@@ -140,7 +143,8 @@ def test_zero3_two_workers_checkpoint_is_full_state_and_grows(tiny_config, ray_l
     expected = dict(load_into_model(state, config.model, meta["vocab"]).named_parameters())
     assert {name: tuple(t.shape) for name, t in state.params.items()} == \
         {name: tuple(p.shape) for name, p in expected.items()}
-    assert state.exp_avg.keys() == state.params.keys() and all(t.abs().sum() > 0 for t in state.exp_avg_sq.values())
+    assert state.exp_avg.keys() == state.params.keys() and all(t.abs().sum() > 0
+                                                               for t in state.exp_avg_sq.values())
     target = Shape(**{**config.model.__dict__, "layers": 4})
     grown = grow(state, config.model, target, meta["vocab"], "zero", None)
     before = load_into_model(state, config.model, meta["vocab"])
@@ -156,7 +160,8 @@ def test_grow_cli_on_a_real_export(reference, tmp_path):
 
     config, _ = reference
     out = tmp_path / "grown"
-    code = main(["grow", str(Path(config.run_dir) / "export"), "--to", "layers=4,hidden=64,heads=8,ffn=128",
+    code = main(["grow", str(Path(config.run_dir) / "export"), "--to",
+                 "layers=4,hidden=64,heads=8,ffn=128",
                  "--depth-op", "zero", "--width-op", "hyperclone", "--out", str(out)])
     assert code == 0
     small = AutoModelForCausalLM.from_pretrained(Path(config.run_dir) / "export")
@@ -192,12 +197,14 @@ def test_every_rank_runs_the_same_number_of_validation_forwards():
 @pytest.mark.ray
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("val_rows", [pytest.param(33, marks=pytest.mark.slow), 1])
-def test_uneven_validation_under_zero3_with_partitioned_parameters(ray_local, tiny_config, val_rows):
+def test_uneven_validation_under_zero3_with_partitioned_parameters(ray_local,
+                                                                   tiny_config, val_rows):
     """ZeRO-3 gathers partitioned parameters inside every forward, so ranks must run equally many
     validation forwards. Tiny models keep every parameter whole (below DeepSpeed's persistence
     threshold of 1e5 elements), which is why uneven splits used to pass: this shape's 320 × 320
     projections are partitioned, so an uneven split would hang here."""
-    config = tiny_config(f"zero3-val-{val_rows}", model={"layers": 1, "hidden": 320, "heads": 4, "ffn": 320},
+    config = tiny_config(f"zero3-val-{val_rows}",
+                         model={"layers": 1, "hidden": 320, "heads": 4, "ffn": 320},
                          train={"tokens": 2 * 512, "workers": 2, "zero_stage": 3, "val_every": 1,
                                 "val_rows": val_rows, "deterministic": False})
     summary = driver.train(config, show_progress=False)

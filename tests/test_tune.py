@@ -30,7 +30,8 @@ def hand_base(**train) -> RunConfig:
     FLOPs per token (6·N_non-embedding + 12·L·d·T; one block has 656 parameters, see
     tests/plan/test_accounting.py): 1 layer 4368, 2 layers 8688, 4 layers 17328."""
     return RunConfig(name="hand", model=Shape(layers=4, hidden=8, heads=2, ffn=16, vocab=10),
-                     data=DataConfig(seq_len=4), train=TrainConfig(**{"batch_tokens": 16, "micro_batch": 4, **train}))
+                     data=DataConfig(seq_len=4),
+                     train=TrainConfig(**{"batch_tokens": 16, "micro_batch": 4, **train}))
 
 
 BUDGET = 17328 * 16 * 10  # ten steps of the final model
@@ -52,8 +53,10 @@ def test_trial_budget_matches_hand_count_and_the_planner():
     # The rest, 2,143,488 FLOPs, is 7.73 final-model steps of 277,248: rounded to 8 (128 tokens).
     assert (share.final_tokens, share.final_flops) == (128, 17328 * 128)
     tokens = trials[1]
-    assert (tokens.small_tokens, tokens.final_tokens) == (32, 16 * round((BUDGET - 4368 * 32) / (17328 * 16)))
-    assert trials[2].plan.stages[0].shape.layers == 2 and trials[2].small_tokens == 16 * (693_120 // 8688 // 16)
+    assert (tokens.small_tokens, tokens.final_tokens) == (
+        32, 16 * round((BUDGET - 4368 * 32) / (17328 * 16)))
+    assert (trials[2].plan.stages[0].shape.layers == 2
+            and trials[2].small_tokens == 16 * (693_120 // 8688 // 16))
     for trial in trials:
         assert abs(trial.flops - BUDGET) <= 17328 * 16 / 2  # within half a final-model step
         assert plan_report(trial.plan, H100).total_flops == trial.flops  # the planner agrees
@@ -66,7 +69,8 @@ def test_trial_keeps_the_base_plans_growth_workers_and_zero_stages():
     raw.update(model=None, stages=[
         {"shape": {**raw["model"], "layers": 2}, "tokens": 64, "workers": 1, "zero_stage": 2},
         {"shape": raw["model"], "tokens": 64, "workers": {"min": 1, "max": 2}, "zero_stage": 3,
-         "growth": {"depth_op": "stack", "optimizer": "reset", "lr": "restart", "layer_order": [0, 0, 1, 1]}}])
+         "growth": {"depth_op": "stack", "optimizer": "reset", "lr": "restart",
+                    "layer_order": [0, 0, 1, 1]}}])
     config = hand_sweep(plan=raw, space={"d": [0.5], "g": [4]})
     base = base_plan(config, Path.cwd())
     (trial,) = make_trials(config, base)
@@ -97,15 +101,19 @@ def test_trial_reads_validations_of_both_stages_and_skips_a_half_written_line(tm
         '{"step": 2, "lr": 0.1, "grad_norm": 1.0, "flops": 20, "tokens": 8, "val_loss": 4.0}\n')
     (tmp_path / "stage-1" / "metrics.jsonl").write_text(
         '{"event": "growth", "step": 0, "flops": 20, "tokens": 8, "val_loss": 4.5}\n'
-        '{"step": 1, "lr": 0.1, "grad_norm": 1.0, "flops": 40, "tokens": 12, "val_loss": 3.5}\n{"step": 2, "flops": 60, "val')
-    assert [(r.stage, r.step, r.val_loss) for r in validations(str(tmp_path), 2)] == [(0, 2, 4.0), (1, 1, 3.5)]
+        '{"step": 1, "lr": 0.1, "grad_norm": 1.0, "flops": 40, "tokens": 12, "val_loss": '
+        '3.5}\n{"step": 2, "flops": 60, "val')
+    assert ([(r.stage, r.step, r.val_loss) for r in validations(str(tmp_path), 2)]
+            == [(0, 2, 4.0), (1, 1, 3.5)])
 
 
 REFUSALS = {
-    "g does not divide": ({"space": {"d": [0.25], "g": [4, 3]}}, "space.g[1]: 3 does not divide the final model's 4"),
+    "g does not divide": ({"space": {"d": [0.25], "g": [4, 3]}},
+                          "space.g[1]: 3 does not divide the final model's 4"),
     "g not above 1": ({"space": {"d": [0.25], "g": [1]}}, "space.g[0]: must be > 1"),
     "d eats the budget": ({"space": {"d": [0.99], "g": [2]}}, "space.d[0]: 0.99 (g=2) leaves"),
-    "d below a batch": ({"space": {"d": [8], "g": [2]}}, "space.d[0]: 8 gives 8 small-model tokens"),
+    "d below a batch": ({"space": {"d": [8], "g": [2]}},
+                        "space.d[0]: 8 gives 8 small-model tokens"),
     "d twice": ({"space": {"d": [0.1, 0.1], "g": [2]}}, "space.d[1]: 0.1 is listed twice"),
     "empty grid": ({"space": {"d": [], "g": [2]}}, "space.d: must list at least one value"),
     "no budget": ({"flop_budget": 0}, "flop_budget: must be > 0"),
@@ -131,10 +139,12 @@ def test_three_stage_base_plan_is_refused():
     raw = hand_base().to_dict()
     shape = raw["model"]
     raw.update(model=None, stages=[{"shape": {**shape, "layers": 1}, "tokens": 64},
-                                   {"shape": {**shape, "layers": 2}, "tokens": 64, "growth": {"depth_op": "stack"}},
+                                   {"shape": {**shape, "layers": 2}, "tokens": 64,
+                                    "growth": {"depth_op": "stack"}},
                                    {"shape": shape, "tokens": 64, "growth": {"depth_op": "stack"}}])
     config = hand_sweep(plan=raw)
-    with pytest.raises(ConfigError, match="plan.stages: a sweep grows one small model into the final one"):
+    with pytest.raises(ConfigError,
+                       match="plan.stages: a sweep grows one small model into the final one"):
         make_trials(config, base_plan(config, Path.cwd()))
 
 
@@ -145,10 +155,12 @@ def test_cli_refuses_a_bad_sweep_with_one_line_before_any_work(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
     result = subprocess.run([sys.executable, "-m", "raygrow.cli", "tune", str(path)], cwd=tmp_path,
-                            env={**os.environ, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=300)
+                            env={**os.environ, "RAY_ADDRESS": ""}, capture_output=True, text=True,
+                            timeout=300)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
-    assert lines[0].startswith("raygrow: error: space.g[0]: 3 does not divide the final model's 4 layers")
+    assert lines[0].startswith("raygrow: error: space.g[0]: 3 does not divide the final "
+                               "model's 4 layers")
     assert not storage.exists()  # nothing written
 
 
@@ -168,10 +180,12 @@ def test_a_rerun_with_another_grid_is_refused(tmp_path):
     base = hand_base().to_dict()
     base["data"]["source"] = "stdlib"
     with pytest.raises(ConfigError, match="name: sweep s in .* was started with another plan"):
-        sweep(base, space={"d": [0.25], "g": [4]}, flop_budget=BUDGET, name="s", storage=str(tmp_path))
+        sweep(base, space={"d": [0.25], "g": [4]}, flop_budget=BUDGET, name="s",
+              storage=str(tmp_path))
 
 
-# ---- a real sweep ---------------------------------------------------------------------------------
+# ---- a real sweep
+# ---------------------------------------------------------------------------------
 
 FINAL = {"layers": 4, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64}
 FINAL_STEP_FLOPS = 272_064 * 512  # FLOPs per token of FINAL at seq 32 × a 512-token step
@@ -181,8 +195,10 @@ def _wait_for_idle_cluster(sweep_dir: Path, timeout_s: float = 90) -> None:
     """Every CPU back and no coordinator of this sweep alive: stopped trials cleaned up."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        coordinators = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if str(sweep_dir) in a["name"]]
-        if not coordinators and ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"]:
+        coordinators = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                        if str(sweep_dir) in a["name"]]
+        if (not coordinators
+                and ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"]):
             return
         time.sleep(1)
     raise AssertionError(f"cluster not idle: {coordinators}, {ray.available_resources()}")
@@ -195,11 +211,14 @@ def _fingerprint(run_dir: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_sweep_is_interrupted_resumes_and_writes_the_best_plan(ray_local, tiny_config, tmp_path, monkeypatch):
-    base = tiny_config("sweep-base", model=FINAL, train={"val_every": 2, "warmup_steps": 1, "deterministic": False},
+def test_sweep_is_interrupted_resumes_and_writes_the_best_plan(ray_local, tiny_config,
+                                                               tmp_path, monkeypatch):
+    base = tiny_config("sweep-base", model=FINAL,
+                       train={"val_every": 2, "warmup_steps": 1, "deterministic": False},
                        checkpoint={"every_steps": 2, "keep": 2})
     budget = 8 * FINAL_STEP_FLOPS
-    kwargs = dict(space={"d": [0.2, 0.45], "g": [2, 4]}, flop_budget=budget, name="tiny", storage=str(tmp_path),
+    kwargs = dict(space={"d": [0.2, 0.45], "g": [2, 4]}, flop_budget=budget, name="tiny",
+                  storage=str(tmp_path),
                   concurrency=2, asha={"grace": 0.3, "reduction_factor": 2}, show_progress=False)
 
     monkeypatch.setenv("RAYGROW_FAULT", "sweep_interrupt:2")  # Ctrl-C once two trials have ended
@@ -209,7 +228,8 @@ def test_sweep_is_interrupted_resumes_and_writes_the_best_plan(ray_local, tiny_c
     ended = {row.run: row for row in first.rows if row.status in ("complete", "stopped")}
     assert len(ended) >= 2 and all(row.status != "error" for row in first.rows), first.table
     _wait_for_idle_cluster(sweep_dir)  # the trials cut off by the interrupt left nothing running
-    finished = {run: _fingerprint(sweep_dir / "runs" / run) for run, row in ended.items() if row.status == "complete"}
+    finished = {run: _fingerprint(sweep_dir / "runs" / run) for run, row in ended.items()
+                if row.status == "complete"}
 
     monkeypatch.delenv("RAYGROW_FAULT")
     result = sweep(base, **kwargs)
@@ -236,7 +256,8 @@ def test_sweep_is_interrupted_resumes_and_writes_the_best_plan(ray_local, tiny_c
     assert max(len(frame) for frame in frames) >= 3
 
     best = result.best
-    assert best is not None and best.val_loss == min(r.val_loss for r in result.rows if r.status == "complete")
+    assert best is not None and best.val_loss == min(r.val_loss for r in result.rows
+                                                     if r.status == "complete")
     plan = load_config(result.best_plan)
     assert plan.name == "tiny-best" and [s.shape.layers for s in plan.stages] == [4 / best.g, 4]
     assert abs(plan_report(plan, H100).total_flops - budget) <= FINAL_STEP_FLOPS / 2

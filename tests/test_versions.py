@@ -17,19 +17,22 @@ from safetensors.torch import load_file
 
 from raygrow.config import from_dict, load_config
 from raygrow.errors import ConfigError
-from raygrow.versions import PAPER_DECAY_FRACTION, VersionsConfig, decay_steps, plan_cost, plan_segments
+from raygrow.versions import (PAPER_DECAY_FRACTION, VersionsConfig, decay_steps, plan_cost,
+                              plan_segments)
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"layers": 2, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64}
 LARGE = {**SMALL, "layers": 4}
 BATCH = 512  # tokens per step in the integration runs (tiny_config's train.batch_tokens)
-STEPS = 4  # steps per version in the integration runs; decay fraction 0.5: 2 main-path steps, 2 branch steps
+# steps per version in the integration runs; decay fraction 0.5: 2 main-path steps, 2 branch steps
+STEPS = 4
 
 
 # ---- segment plans and cost accounting (pure) ---------------------------------------------------
 
 
-def costs(mode: str, steps: list[int], flops_per_token: list[float], batch_tokens: int = 2, decay: float = 0.6):
+def costs(mode: str, steps: list[int], flops_per_token: list[float], batch_tokens: int = 2,
+          decay: float = 0.6):
     segments = plan_segments(mode, steps, decay)
     return segments, plan_cost(segments, len(steps), flops_per_token, batch_tokens)
 
@@ -40,7 +43,8 @@ def test_path_switching_cost_by_hand():
     segments, rows = costs("path_switching", [10, 10], [100, 300])
     assert [(s.name, s.start, s.end, s.init, s.rebase) for s in segments] == [
         ("main/v1-head", 0, 4, None, False), ("release/v1", 4, 10, "main/v1-head", False),
-        ("main/v1-tail", 4, 10, "main/v1-head", False), ("main/v2-head", 0, 4, "main/v1-tail", True),
+        ("main/v1-tail", 4, 10, "main/v1-head", False),
+        ("main/v2-head", 0, 4, "main/v1-tail", True),
         ("release/v2", 4, 10, "main/v2-head", False)]
     assert rows[0] == {"steps": 10, "tokens": 20, "flops": 2000.0,
                        "cumulative": {"steps": 10, "tokens": 20, "flops": 2000.0}}
@@ -62,14 +66,16 @@ def test_paper_cost_figure_four_equal_versions():
     """arXiv 2410.04103: four versions at 58% of retraining each from scratch."""
     _, switching = costs("path_switching", [50] * 4, [1.0] * 4, decay=PAPER_DECAY_FRACTION)
     _, scratch = costs("from_scratch", [50] * 4, [1.0] * 4)
-    assert switching[-1]["cumulative"]["flops"] / scratch[-1]["cumulative"]["flops"] == pytest.approx(0.58)
+    assert (switching[-1]["cumulative"]["flops"] / scratch[-1]["cumulative"]["flops"]
+            == pytest.approx(0.58))
 
 
 def test_decay_steps_and_full_decay_has_no_head():
     assert [decay_steps(10, f) for f in (0.01, 0.5, 1.0)] == [1, 5, 10]
     segments = plan_segments("path_switching", [3, 3], 1.0)
     assert [s.name for s in segments] == ["release/v1", "main/v1-tail", "release/v2"]
-    assert segments[2].init == "main/v1-tail" and segments[2].rebase  # branches off the boundary itself
+    # branches off the boundary itself
+    assert segments[2].init == "main/v1-tail" and segments[2].rebase
 
 
 def test_lr_segments_main_at_peak_and_branch_decays():
@@ -82,7 +88,8 @@ def test_lr_segments_main_at_peak_and_branch_decays():
             after_warmup = trace[2:] if segment.name == "main/v1-head" else trace
             assert after_warmup == [1.0] * len(after_warmup), segment.name
         else:
-            assert trace[-1] == pytest.approx(0.1) and trace == sorted(trace, reverse=True) and trace[0] < 1.0
+            assert (trace[-1] == pytest.approx(0.1) and trace == sorted(trace, reverse=True)
+                    and trace[0] < 1.0)
 
 
 # ---- bad input ---------------------------------------------------------------------------------
@@ -91,22 +98,31 @@ def test_lr_segments_main_at_peak_and_branch_decays():
 def versions_plan(**versions) -> dict:
     return {"name": "versions", "data": {"source": "stdlib", "seq_len": 32},
             "train": {"batch_tokens": BATCH, "micro_batch": 4}, "model": SMALL,
-            "versions": {"data": [{"documents": {"start": 0, "end": 4}}, {"documents": {"start": 4, "end": 8}}],
+            "versions": {"data": [{"documents": {"start": 0, "end": 4}},
+                                  {"documents": {"start": 4, "end": 8}}],
                          **versions}}
 
 
 BAD = {
-    "out of order (slices)": ({"data": [{"documents": {"start": 4, "end": 8}}, {"documents": {"start": 0, "end": 4}}]},
-                              "versions.data[1].documents: starts at document 0, inside or before data[0]'s [4, 8)"),
-    "out of order (names)": ({"data": [{"name": "v2", "source": "stdlib"}, {"name": "v1", "source": "/tmp"}]},
-                             "versions.data[1].name: v1 comes after v2; list versions oldest first"),
-    "empty version": ({"data": [{"documents": {"start": 0, "end": 4}}, {"documents": {"start": 4, "end": 4}}]},
+    "out of order (slices)": ({"data": [{"documents": {"start": 4, "end": 8}},
+                                        {"documents": {"start": 0, "end": 4}}]},
+                              "versions.data[1].documents: starts at document 0, inside or before "
+                              "data[0]'s [4, 8)"),
+    "out of order (names)": ({"data": [{"name": "v2", "source": "stdlib"},
+                                       {"name": "v1", "source": "/tmp"}]},
+                             "versions.data[1].name: v1 comes after v2; "
+                             "list versions oldest first"),
+    "empty version": ({"data": [{"documents": {"start": 0, "end": 4}},
+                                {"documents": {"start": 4, "end": 4}}]},
                       "versions.data[1].documents: empty slice [4, 4)"),
     "no versions": ({"data": []}, "versions.data: list at least one version"),
-    "decay fraction 0": ({"decay_fraction": 0}, "versions.decay_fraction: must be in (0, 1], got 0"),
-    "decay fraction > 1": ({"decay_fraction": 1.5}, "versions.decay_fraction: must be in (0, 1], got 1.5"),
+    "decay fraction 0": ({"decay_fraction": 0},
+                         "versions.decay_fraction: must be in (0, 1], got 0"),
+    "decay fraction > 1": ({"decay_fraction": 1.5},
+                           "versions.decay_fraction: must be in (0, 1], got 1.5"),
     "growth without ops": ({"data": [{"documents": {"start": 0, "end": 4}},
-                                     {"documents": {"start": 4, "end": 8}, "shape": LARGE, "growth": {}}]},
+                                     {"documents": {"start": 4, "end": 8}, "shape": LARGE,
+                                      "growth": {}}]},
                            "versions.data[1].growth.depth_op: layers grow 2 → 4"),
 }
 
@@ -126,7 +142,8 @@ def test_a_slice_past_the_end_of_its_source_is_refused_before_any_work(tmp_path)
 
     config = load_config(_write(tmp_path, versions_plan(data=[{"documents": {"start": 0, "end": 4}},
                                                                {"documents": {"start": 10**7}}])))
-    with pytest.raises(ConfigError, match=r"versions.data\[1\].documents: starts at document 10000000, past"):
+    with pytest.raises(ConfigError,
+                       match=r"versions.data\[1\].documents: starts at document 10000000, past"):
         check(config)
 
 
@@ -141,7 +158,8 @@ def test_cli_refuses_with_one_line_and_writes_nothing(case, tmp_path):
     versions, message = BAD[case]
     path = _write(tmp_path, versions_plan(**versions))
     env = {**os.environ, "RAY_ADDRESS": ""}
-    result = subprocess.run([sys.executable, "-m", "raygrow.cli", "versions", str(path)], cwd=tmp_path, env=env,
+    result = subprocess.run([sys.executable, "-m", "raygrow.cli", "versions", str(path)],
+                            cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
@@ -199,8 +217,10 @@ def test_branch_lr_ends_at_minimum_and_main_path_stays_at_peak(switched):
     config, summary = switched
     run_dir, peak = Path(config.run_dir), config.train.lr
     assert summary["complete"]
-    main = records(run_dir, "main/v1-head") + records(run_dir, "main/v1-tail") + records(run_dir, "main/v2-head")
-    assert [r["lr"] for r in main[config.train.warmup_steps:]] == [peak] * (len(main) - config.train.warmup_steps)
+    main = (records(run_dir, "main/v1-head") + records(run_dir, "main/v1-tail")
+            + records(run_dir, "main/v2-head"))
+    assert ([r["lr"] for r in main[config.train.warmup_steps:]]
+            == [peak] * (len(main) - config.train.warmup_steps))
     assert main[0]["lr"] < peak  # the warm-up happened
     for branch in ("release/v1", "release/v2"):
         trace = [r["lr"] for r in records(run_dir, branch)]
@@ -218,7 +238,8 @@ def test_branches_never_disturb_the_main_path(switched, tiny_config):
     summary = run_versions(config, show_progress=False, branches=False)
     assert summary["complete"] and not (Path(config.run_dir) / "release").exists()
     for segment in ("main/v1-head", "main/v1-tail", "main/v2-head"):
-        ours, theirs = final_params(Path(config.run_dir), segment), final_params(Path(reference.run_dir), segment)
+        ours, theirs = (final_params(Path(config.run_dir), segment),
+                        final_params(Path(reference.run_dir), segment))
         assert ours.keys() == theirs.keys()
         assert all(torch.equal(ours[name], theirs[name]) for name in ours), segment
 
@@ -228,7 +249,8 @@ def test_each_path_takes_each_row_of_a_version_once(switched):
     config, _ = switched
     run_dir = Path(config.run_dir)
     for version in (1, 2):
-        head, tail_or_branch = rows(run_dir, f"main/v{version}-head"), rows(run_dir, f"release/v{version}")
+        head, tail_or_branch = rows(run_dir, f"main/v{version}-head"), rows(run_dir,
+                                                                            f"release/v{version}")
         main = head + tail_or_branch
         assert len(main) == len(set(main)) == STEPS * config.batch_rows
     assert rows(run_dir, "main/v1-tail") == rows(run_dir, "release/v1")  # same rows, other LR
@@ -242,14 +264,18 @@ def test_growth_at_the_boundary_releases_and_cost(switched):
     run_dir = Path(config.run_dir)
     first, second = summary["versions"]
     assert second["growth"]["depth_op"] == "stack"
-    assert len(final_params(run_dir, "main/v2-head").keys() - final_params(run_dir, "main/v1-tail").keys()) > 0
-    for version, layers in ((first, 2), (second, 4)):  # the second release branches off the grown model
+    assert len(final_params(run_dir, "main/v2-head").keys()
+               - final_params(run_dir, "main/v1-tail").keys()) > 0
+    # the second release branches off the grown model
+    for version, layers in ((first, 2), (second, 4)):
         model = AutoModelForCausalLM.from_pretrained(version["release"])
         assert model.config.num_hidden_layers == layers
         assert 0 < version["release_val_loss"] < 10
         assert version["cost"]["steps"] == version["planned"]["steps"]
         assert version["cost"]["flops"] == pytest.approx(version["planned"]["flops"])
-    assert (first["cost"]["steps"], second["cost"]["steps"]) == (STEPS, STEPS + STEPS // 2)  # v1's tail is v2's
-    assert summary["total"]["flops"] == pytest.approx(first["cost"]["flops"] + second["cost"]["flops"])
+    # v1's tail is v2's
+    assert (first["cost"]["steps"], second["cost"]["steps"]) == (STEPS, STEPS + STEPS // 2)
+    assert summary["total"]["flops"] == pytest.approx(first["cost"]["flops"]
+                                                      + second["cost"]["flops"])
     assert json.loads((run_dir / "summary.json").read_text())["total"] == summary["total"]
     assert (run_dir / "report.png").exists()

@@ -162,7 +162,8 @@ def main() -> None:
         for ingest, count in counts.items():
             print(f"{ingest:>9}: {count['shards']} shards, {count['epochs']:.2f} epochs, "
                   f"{count['gets']} GETs, per shard per epoch mean "
-                  f"{count['mean_gets_per_shard_epoch']:.2f}, max {count['max_gets_per_shard_epoch']:.2f}")
+                  f"{count['mean_gets_per_shard_epoch']:.2f}, "
+                  f"max {count['max_gets_per_shard_epoch']:.2f}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def require(ok: bool, name: str, message: str) -> None:
 
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:
-    """Check `value` against a field's type hint; numbers written as strings ('3e-3') become numbers."""
+    """Check `value` against a field's type hint; numbers written as strings ('3e-3') become
+    numbers."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
@@ -39,7 +40,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
                 return _coerce(value, option, name)
             except ConfigError as error:
                 # A mapping was meant for the dataclass option: its error is the useful one.
-                errors.insert(0 if isinstance(value, dict) and dataclasses.is_dataclass(option) else len(errors), error)
+                errors.insert(0 if isinstance(value, dict) and dataclasses.is_dataclass(option)
+                              else len(errors), error)
         raise errors[0]
     if origin is list:
         require(isinstance(value, list), name, f"must be a list, got {value!r}")
@@ -53,7 +55,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         return items
     if origin is Literal:
         allowed = typing.get_args(hint)
-        require(value in allowed, name, f"must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        require(value in allowed, name,
+                f"must be one of {', '.join(map(str, allowed))}, got {value!r}")
         return value
     if dataclasses.is_dataclass(hint):
         require(isinstance(value, dict), name, f"must be a mapping, got {value!r}")
@@ -66,7 +69,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
             value = _number(value)
         if hint is int and isinstance(value, float) and value.is_integer():
             value = int(value)
-        ok = isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+        ok = (isinstance(value, (int, float) if hint is float else int)
+              and not isinstance(value, bool))
         require(ok, name, f"must be {'a number' if hint is float else 'an integer'}, got {value!r}")
         # No field of raygrow means anything at infinity or NaN (`--set train.lr=.inf` once
         # trained a whole plan to NaN): refuse them here, once for every numeric field.
@@ -79,7 +83,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
 
 
 def _number(text: str) -> Any:
-    """'3e-3' or '2_000_000' as a number; anything else unchanged (YAML 1.1 reads 3e-3 as a string)."""
+    """'3e-3' or '2_000_000' as a number; anything else unchanged (YAML 1.1 reads 3e-3 as a
+    string)."""
     try:
         return float(text.replace("_", ""))
     except ValueError:
@@ -133,7 +138,8 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
 
 
 def _override_value(path: str, text: str) -> Any:
-    """The value of `path=text`, read as YAML (so `2`, `1e-3`, `null`, `[1, 2]` and `{a: 1}` work)."""
+    """The value of `path=text`, read as YAML (so `2`, `1e-3`, `null`, `[1, 2]` and `{a: 1}`
+    work)."""
     if not text.strip():
         return None
     try:

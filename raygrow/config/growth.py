@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raygrow.config.binding import require
-from raygrow.config.operators import LR_POLICIES, OPERATORS, OPTIMIZER_POLICIES, Operator, combined_lr
+from raygrow.config.operators import (LR_POLICIES, OPERATORS, OPTIMIZER_POLICIES, Operator,
+                                      combined_lr)
 from raygrow.config.shape import GROWN_DIMENSIONS, Shape
 from raygrow.errors import ConfigError
 
@@ -82,7 +83,8 @@ def check_growth(source: Shape, target: Shape, vocab: int | None, depth_op: str 
                  width_op: str | None, optimizer: str | None = None,
                  layer_order: list[int] | None = None, every: int | None = None) -> None:
     """Refuse a growth that cannot be done, with one ConfigError naming the field. `vocab` None:
-    not known yet (a config before its tokenizer is loaded), so only the shapes' own are compared."""
+    not known yet (a config before its tokenizer is loaded), so only the shapes' own are
+    compared."""
     _check_names(depth_op, width_op, optimizer)
     for shape, prefix in ((source, "source."), (target, "")):
         require(shape.hidden % shape.heads == 0, f"{prefix}heads",
@@ -91,7 +93,8 @@ def check_growth(source: Shape, target: Shape, vocab: int | None, depth_op: str 
                 f"{shape.kv_heads} kv heads do not divide {shape.heads} heads")
         require(vocab is None or shape.vocab in (None, vocab), f"{prefix}vocab",
                 f"is {shape.vocab}, the state's vocab is {vocab}")
-    require(vocab is not None or None in (source.vocab, target.vocab) or source.vocab == target.vocab,
+    require(vocab is not None or None in (source.vocab, target.vocab)
+            or source.vocab == target.vocab,
             "vocab", f"cannot change during growth (source {source.vocab}, target {target.vocab})")
     require(target.tie_embeddings == source.tie_embeddings, "tie_embeddings",
             f"cannot change during growth (source {source.tie_embeddings})")
@@ -156,7 +159,8 @@ def _check_depth(source: Shape, target: Shape, depth_op: str | None,
                 f"one new block after every {every} of {source.layers} blocks makes {expected} "
                 f"layers, got {target.layers}")
     if layer_order is not None:
-        require(depth_op == "stack", "layer_order", f"only applies to depth_op stack, not {depth_op}")
+        require(depth_op == "stack", "layer_order",
+                f"only applies to depth_op stack, not {depth_op}")
         require(len(layer_order) == target.layers, "layer_order",
                 f"has {len(layer_order)} entries, target layers is {target.layers}")
         bad = [layer for layer in layer_order if not 0 <= layer < source.layers]
@@ -179,7 +183,8 @@ def check_transition(before: Shape, after: Shape, growth: GrowthConfig | None, w
                 f"must be ≥ {old} ({previous}'s); growth never shrinks, got {new}")
     require(after.tie_embeddings == before.tie_embeddings, f"{where}.shape.tie_embeddings",
             f"must match {previous}'s")
-    require(after.layers == before.layers or growth.depth_op is not None, f"{where}.growth.depth_op",
+    require(after.layers == before.layers or growth.depth_op is not None,
+            f"{where}.growth.depth_op",
             f"layers grow {before.layers} → {after.layers}: name a depth operator")
     require(not width_changes(before, after) or growth.width_op is not None,
             f"{where}.growth.width_op", "widths grow: name a width operator")

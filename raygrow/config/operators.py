@@ -31,26 +31,32 @@ class Operator:
 #   as if the large model had been trained all along.
 _TABLE = [
     Operator("stack", "depth", False, "reset", "restart",
-             summary="G_stack: target block i copies source block order[i] (default: the sequence repeated)"),
+             summary="G_stack: target block i copies source block order[i] (default: the sequence "
+                     "repeated)"),
     Operator("interleave", "depth", False, "reset", "restart",
              summary="each block repeated in place: 0,0,1,1,..."),
     Operator("zero", "depth", True, "carry", "rewind",
-             summary="new identity blocks (zeroed o_proj and down_proj) spread between the source blocks"),
+             summary="new identity blocks (zeroed o_proj and down_proj) spread between the "
+                     "source blocks"),
     Operator("masked", "depth", True, "carry", "rewind", masked=True,
              summary="MSG: new random blocks, h <- m·Block(h) + (1-m)·h with m ramped 0 -> 1"),
     Operator("split", "width", True, "transform", "continue",
-             summary="Net2Net/bert2BERT: new units copy source units, fan-in divided by the copy count"),
+             summary="Net2Net/bert2BERT: new units copy source units, fan-in divided by the "
+                     "copy count"),
     Operator("hyperclone", "width", True, "transform", "continue",
              summary="HyperCloning: integer multiples, every unit replicated, W' = repeat(W)/n_in"),
     Operator("zero", "width", True, "carry", "rewind",
-             summary="zero-padded new units; the residual stream rescaled so RMSNorm keeps its statistics"),
+             summary="zero-padded new units; the residual stream rescaled so RMSNorm keeps its "
+                     "statistics"),
     Operator("masked", "width", True, "carry", "rewind", masked=True,
-             summary="MSG: new random units behind masks ramped 0 -> 1; norms over unmasked coordinates"),
+             summary="MSG: new random units behind masks ramped 0 -> 1; norms over unmasked "
+                     "coordinates"),
 ]
 
 # OPERATORS["depth"]["stack"], OPERATORS["width"]["split"], ...
 OPERATORS: dict[str, dict[str, Operator]] = {
-    dimension: {op.name: op for op in _TABLE if op.dimension == dimension} for dimension in ("depth", "width")
+    dimension: {op.name: op for op in _TABLE if op.dimension == dimension}
+    for dimension in ("depth", "width")
 }
 
 

@@ -54,8 +54,10 @@ class DataConfig:
     #   interleaved by weight when packing (README: Data mixtures)
     text_field: str = "text"  # column holding the text in .jsonl / .parquet / .arrow sources
     tokenizer: str = "byte"  # "byte" or a local Hugging Face tokenizer directory
-    seq_len: int = 128  # tokens per training sequence; rows hold seq_len + 1 (inputs and shifted labels)
-    val_fraction: float = 0.02  # share of documents held out for validation (chosen by content hash)
+    # tokens per training sequence; rows hold seq_len + 1 (inputs and shifted labels)
+    seq_len: int = 128
+    # share of documents held out for validation (chosen by content hash)
+    val_fraction: float = 0.02
     max_documents: int | None = None  # use only the first N documents (sorted by path): small runs
     cache_dir: str | None = None  # packed shards live here; None = <storage>/datasets
     rows_per_shard: int = 4096  # packed rows per parquet shard
@@ -83,8 +85,10 @@ class DataConfig:
                  f"must be in (0, 1), got {self.val_fraction}")
         require(self.max_documents is None or self.max_documents >= 1, "max_documents",
                  f"must be ≥ 1, got {self.max_documents}")
-        require(self.rows_per_shard >= 1, "rows_per_shard", f"must be ≥ 1, got {self.rows_per_shard}")
-        require(self.shuffle_window >= 1, "shuffle_window", f"must be ≥ 1 shard, got {self.shuffle_window}")
+        require(self.rows_per_shard >= 1, "rows_per_shard",
+                f"must be ≥ 1, got {self.rows_per_shard}")
+        require(self.shuffle_window >= 1, "shuffle_window",
+                f"must be ≥ 1 shard, got {self.shuffle_window}")
         require(self.ingest in INGESTS, "ingest",
                 f"must be one of {', '.join(INGESTS)}, got {self.ingest!r}")
         require(self.ingest_cpus > 0, "ingest_cpus", f"must be > 0, got {self.ingest_cpus}")
@@ -132,7 +136,8 @@ class TrainConfig:
     val_every: int = 50  # steps between validation passes; the last step always validates
     val_rows: int = 64  # packed validation rows per validation pass
     seed: int = 0  # model init
-    max_failures: int = 2  # Ray Train restarts the worker group from the latest checkpoint this often
+    # Ray Train restarts the worker group from the latest checkpoint this often
+    max_failures: int = 2
     resource_timeout_s: float = 600.0  # how long a stage waits for the cluster to grow to its
     #                                    workers, or to place them again after losing a node
     placement: Literal["pack", "spread"] = "pack"  # workers on as few nodes as fit, or one per node
@@ -152,7 +157,8 @@ class TrainConfig:
     stop_after: int | None = None  # end this invocation after this many steps (checkpointed), as a
     #                                preemption would; rerunning the same name continues the run
     log_rows: bool = False  # debug: each rank writes the packed-row ids it trains on to <run>/rows/
-    compile: bool = False  # torch.compile each transformer block (regional; names unchanged): faster
+    # torch.compile each transformer block (regional; names unchanged): faster
+    compile: bool = False
     #                        steps on a GPU after a one-off compile; ZeRO 0-2 only
     activation_checkpointing: Literal["none", "full", "every_k"] = "none"  # recompute blocks'
     #   activations in the backward pass instead of keeping them (less memory, ~1/3 more compute):
@@ -176,26 +182,31 @@ class TrainConfig:
         require(self.batch_tokens >= 1, "batch_tokens", f"must be ≥ 1, got {self.batch_tokens}")
         require(self.micro_batch >= 1, "micro_batch", f"must be ≥ 1, got {self.micro_batch}")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio",
+                f"must be in [0, 1], got {self.min_lr_ratio}")
         require(self.warmup_steps >= 0, "warmup_steps", f"must be ≥ 0, got {self.warmup_steps}")
         require(0 < self.decay_fraction <= 1, "decay_fraction",
                  f"must be in (0, 1], got {self.decay_fraction}")
         require(self.grad_clip >= 0, "grad_clip", f"must be ≥ 0, got {self.grad_clip}")
         require(self.weight_decay >= 0, "weight_decay", f"must be ≥ 0, got {self.weight_decay}")
         for name in ("beta1", "beta2"):  # AdamW's decay rates: 1 or more never forgets (or grows)
-            require(0 <= getattr(self, name) < 1, name, f"must be in [0, 1), got {getattr(self, name)}")
+            require(0 <= getattr(self, name) < 1, name,
+                    f"must be in [0, 1), got {getattr(self, name)}")
         require(self.on_nonfinite in ("skip", "rollback", "stop"), "on_nonfinite",
                 f"must be skip, rollback or stop, got {self.on_nonfinite!r}")
         require(self.max_rollbacks >= 0, "max_rollbacks", f"must be ≥ 0, got {self.max_rollbacks}")
         require(self.spike_zscore > 0, "spike_zscore", f"must be > 0, got {self.spike_zscore}")
         require(self.spike_window >= 2, "spike_window", f"must be ≥ 2, got {self.spike_window}")
         for name in ("resource_timeout_s", "stop_grace_s", "lease_timeout_s"):
-            require(getattr(self, name) > 0, name, f"must be > 0 seconds, got {getattr(self, name)}")
-        require(self.max_failures >= -1, "max_failures", f"must be ≥ -1 (-1 = forever), got {self.max_failures}")
+            require(getattr(self, name) > 0, name,
+                    f"must be > 0 seconds, got {getattr(self, name)}")
+        require(self.max_failures >= -1, "max_failures",
+                f"must be ≥ -1 (-1 = forever), got {self.max_failures}")
         require(not (self.compile and self.zero_stage == 3), "compile",
-                 "is not supported with zero_stage 3 (ZeRO-3 gathers parameters inside the blocks); "
-                 "use zero_stage 0-2 or compile: false")
-        require(self.activation_checkpointing in ("none", "full", "every_k"), "activation_checkpointing",
+                 "is not supported with zero_stage 3 (ZeRO-3 gathers parameters inside the "
+                 "blocks); use zero_stage 0-2 or compile: false")
+        require(self.activation_checkpointing in ("none", "full", "every_k"),
+                "activation_checkpointing",
                 f"must be none, full or every_k, got {self.activation_checkpointing!r}")
         require(isinstance(self.activation_checkpointing_every, int)
                 and self.activation_checkpointing_every >= 1, "activation_checkpointing_every",
@@ -226,7 +237,8 @@ class S3Config:
     are never config: each process takes them from the standard AWS chain (AWS_ACCESS_KEY_ID and
     AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role)."""
 
-    endpoint_url: str | None = None  # an S3-compatible store (MinIO, R2, ...); None = AWS_ENDPOINT_URL, else AWS
+    # an S3-compatible store (MinIO, R2, ...); None = AWS_ENDPOINT_URL, else AWS
+    endpoint_url: str | None = None
     region: str | None = None  # None = AWS_REGION / AWS_DEFAULT_REGION / the profile's
 
     def __post_init__(self) -> None:
@@ -239,7 +251,8 @@ class WandbConfig:
     """Weights & Biases: the run is one W&B run, resumed by id when the run resumes."""
 
     project: str  # W&B project the run is logged to
-    mode: Literal["online", "offline", "disabled"] = "online"  # offline: files only (`wandb sync` later)
+    # offline: files only (`wandb sync` later)
+    mode: Literal["online", "offline", "disabled"] = "online"
     entity: str | None = None  # team or user; None = the API key's default entity
     dir: str | None = None  # local directory for W&B's files; None = the run directory (local
     #                         storage only: W&B writes to a local disk)
@@ -310,7 +323,8 @@ class StageConfig:
         require(self.tokens >= 0, "tokens", f"must be ≥ 0, got {self.tokens}")
         require((self.shape is None) != (self.params is None), "shape",
                  "give either a shape or params (a parameter count, for planning only)")
-        require(self.params is None or self.params >= 1, "params", f"must be ≥ 1, got {self.params}")
+        require(self.params is None or self.params >= 1, "params",
+                f"must be ≥ 1, got {self.params}")
         require(not isinstance(self.workers, int) or self.workers >= 1, "workers",
                  f"must be ≥ 1, got {self.workers}")
         require(self.zero_stage is None or 0 <= self.zero_stage <= 3, "zero_stage",
@@ -335,11 +349,13 @@ class RunConfig:
     model: Shape | None = None  # single-stage runs
     stages: list[StageConfig] = field(default_factory=list)  # growth plans (replaces `model`)
     name: str = "run"  # run directory name under storage; rerunning the same name resumes
-    storage: str = "./runs"  # where run directories and packed datasets live: a path or s3://bucket/prefix
+    # where run directories and packed datasets live: a path or s3://bucket/prefix
+    storage: str = "./runs"
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    versions: VersionsConfig | None = None  # data versions released one after another (raygrow.versions)
+    # data versions released one after another (raygrow.versions)
+    versions: VersionsConfig | None = None
     s3: S3Config = field(default_factory=S3Config)
     eval: eval_config.EvalConfig | None = None  # evaluate the stages' exports (raygrow.eval)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -366,7 +382,8 @@ class RunConfig:
             self._check_stage(f"stages[{index}]." if self.stages else "", stage)
         self._check_tracking()
         if self.versions is not None:
-            require(not self.stages, "stages", "a versions plan trains `model` and grows at version "
+            require(not self.stages, "stages",
+                    "a versions plan trains `model` and grows at version "
                     "boundaries (versions.data[k].shape and .growth); leave stages out")
             require(self.data.sources is None, "data.sources", "a versions plan reads data.source "
                     "and versions.data[k].source; a mixture is not supported there")
@@ -377,12 +394,14 @@ class RunConfig:
         ends inside the stage (its final checkpoint and export must hold the unmasked model)."""
         before, after = self.stages[index - 1], self.stages[index]
         where = f"stages[{index}]"
-        require(after.growth is not None, f"{where}.growth", "required for every stage after the first")
+        require(after.growth is not None, f"{where}.growth",
+                "required for every stage after the first")
         if before.shape is None or after.shape is None:
             return  # a params-only plan: nothing to check beyond the operator names
         check_transition(before.shape, after.shape, after.growth, where, f"stage {index - 1}")
         steps = after.tokens // self.train.batch_tokens
-        require(not after.growth.masked or after.growth.ramp_steps < steps, f"{where}.growth.ramp_steps",
+        require(not after.growth.masked or after.growth.ramp_steps < steps,
+                f"{where}.growth.ramp_steps",
                 f"the mask ramp ({after.growth.ramp_steps} steps) must end inside the stage's "
                 f"{steps} steps; lower it below {steps} or give the stage more tokens")
 
@@ -426,10 +445,12 @@ class RunConfig:
 
     def worker_range(self, stage: StageConfig) -> tuple[int, int]:
         workers = self.train.workers if stage.workers is None else stage.workers
-        return (workers.min, workers.max) if isinstance(workers, WorkerRange) else (workers, workers)
+        return ((workers.min, workers.max) if isinstance(workers, WorkerRange)
+                else (workers, workers))
 
     def stage_config(self, index: int) -> "RunConfig":
-        """Stage `index` as a single-stage run `<run_dir>/stage-<index>` (the coordinator trains these)."""
+        """Stage `index` as a single-stage run `<run_dir>/stage-<index>` (the coordinator trains
+        these)."""
         stage = self.plan_stages[index]
         train = dataclasses.replace(self.train, tokens=stage.tokens,
                                     workers=self.worker_range(stage)[1],

@@ -4,7 +4,8 @@
 model: {layers: 2, hidden: 64, heads: 4}      # the first version's shape
 versions:
   mode: path_switching                        # or from_scratch, continual
-  decay_fraction: 0.6                         # path_switching: a branch decays over this share of its version's steps
+  decay_fraction: 0.6                         # path_switching: a branch decays over this share
+                                              # of its version's steps
   data:                                       # oldest first
     - {source: stdlib, documents: {start: 0, end: 200}}
     - {documents: {start: 200, end: 400}}     # source left out: data.source
@@ -53,20 +54,26 @@ class DocumentSlice:
 class VersionSpec:
     """One data version: a corpus or a slice of one; each version is released as one model."""
 
-    source: str | None = None  # a data.source spec (stdlib, file, directory, glob); None = data.source
+    # a data.source spec (stdlib, file, directory, glob); None = data.source
+    source: str | None = None
     documents: DocumentSlice | None = None  # None: every document of the source
-    tokens: int | None = None  # training tokens on this version; None = one pass over its training rows
-    shape: Shape | None = None  # from this version on, the model has this shape: the boundary is a growth point
-    growth: GrowthConfig | None = None  # how the model grows into `shape` (operators, optimizer, LR)
+    # training tokens on this version; None = one pass over its training rows
+    tokens: int | None = None
+    # from this version on, the model has this shape: the boundary is a growth point
+    shape: Shape | None = None
+    # how the model grows into `shape` (operators, optimizer, LR)
+    growth: GrowthConfig | None = None
     name: str | None = None  # None = v<k>, k counting from 1
 
     def __post_init__(self) -> None:
-        require(self.tokens is None or self.tokens >= 1, "tokens", f"must be ≥ 1, got {self.tokens}")
+        require(self.tokens is None or self.tokens >= 1, "tokens",
+                f"must be ≥ 1, got {self.tokens}")
         if self.documents is not None and self.documents.end is not None:
             require(self.documents.end > self.documents.start, "documents",
                      f"empty slice [{self.documents.start}, {self.documents.end}); a version needs "
                      "at least one document")
-        require(self.name is None or re.fullmatch(r"[A-Za-z0-9._-]+", self.name) is not None, "name",
+        require(self.name is None
+                or re.fullmatch(r"[A-Za-z0-9._-]+", self.name) is not None, "name",
                  f"must be a plain name (letters, digits, . _ -), got {self.name!r}")
 
 
@@ -85,7 +92,8 @@ class VersionsConfig:
 
     def __post_init__(self) -> None:
         require(self.mode in MODES, "mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
-        require(0 < self.decay_fraction <= 1, "decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
+        require(0 < self.decay_fraction <= 1, "decay_fraction",
+                f"must be in (0, 1], got {self.decay_fraction}")
         require(len(self.data) >= 1, "data", "list at least one version")
         names = self.names
         for index, name in enumerate(names):
@@ -135,7 +143,8 @@ def _check_slice_order(where: str, index: int, source: str, documents: DocumentS
     end = documents.end if documents and documents.end is not None else float("inf")
     for earlier, earlier_start, earlier_end in slices.get(source, []):
         if start < earlier_end:
-            span = f"[{earlier_start}, {'end' if earlier_end == float('inf') else int(earlier_end)})"
+            span = (f"[{earlier_start}, "
+                    f"{'end' if earlier_end == float('inf') else int(earlier_end)})")
             raise ConfigError(f"{where}.documents",
                               f"starts at document {start}, inside or before data[{earlier}]'s "
                               f"{span} of {source}; list versions oldest first, each after the "

@@ -74,7 +74,8 @@ class Coordinator:
         self.sink = None  # the MetricsSink of the stage in training
         self.failure: str | None = None
         self.messages: list[str] = []  # progress lines the driver has not shown yet
-        self.evaluations = Evaluations(specs, self.run_dir, s3)  # `eval:` of the plan, beside training
+        # `eval:` of the plan, beside training
+        self.evaluations = Evaluations(specs, self.run_dir, s3)
 
     def status(self) -> dict:
         """Where the run is (spec, phase, step, last loss and speed) and the coordinator's new
@@ -103,7 +104,8 @@ class Coordinator:
         self.evaluations.collect()
         if complete:
             self._advance("done")
-        if self.autoscaling:  # withdraw the resource request, so the autoscaler can release idle nodes
+        # withdraw the resource request, so the autoscaler can release idle nodes
+        if self.autoscaling:
             from ray.autoscaler.sdk import request_resources
 
             request_resources(bundles=[])
@@ -113,7 +115,8 @@ class Coordinator:
                           done=[s.name for s in self.specs if self._done(s.name)],
                           growths={name: entry.growth for name, entry in self.state.specs.items()
                                    if entry.growth is not None},
-                          waits={name: entry.resource_wait_s for name, entry in self.state.specs.items()},
+                          waits={name: entry.resource_wait_s
+                                 for name, entry in self.state.specs.items()},
                           wall_s=self.state.wall_s)
 
     def _done(self, name: str) -> bool:
@@ -137,7 +140,8 @@ class Coordinator:
             self._advance("training")
         if spec.init.kind == "grow" and spec.init.writes_init:
             growth = self.state.specs[spec.name].growth
-            self.evaluations.after_growth(spec, self._init_dir(spec), masked=bool(growth and growth.masks))
+            self.evaluations.after_growth(spec, self._init_dir(spec),
+                                          masked=bool(growth and growth.masks))
         if self.state.phase == "training":
             if not self._train(spec):
                 return False
@@ -182,14 +186,15 @@ class Coordinator:
     def _train(self, spec: StageSpec) -> bool:
         """Train `spec`; True when it reached its last step."""
         growth = self.state.specs[spec.name].growth
-        run = StageRun(config=spec.config, run_dir=spec.directory(self.run_dir), dataset_dir=spec.dataset,
+        run = StageRun(config=spec.config, run_dir=spec.directory(self.run_dir),
+                       dataset_dir=spec.dataset,
                        lr=spec.lr, workers=spec.workers, init_from=self._init_from(spec),
                        grown=spec.init.kind == "grow", fingerprint=spec.fingerprint(),
                        masks=growth.masks if growth else None,
                        ramp_steps=growth.ramp_steps if growth else 0, trainable=spec.trainable)
         self.current.pop("loss", None)
-        self._say(f"{spec.name}: training steps {spec.start_step}–{spec.end_step} on {spec.workers} "
-                  f"worker(s), ZeRO-{spec.config.train.zero_stage}")
+        self._say(f"{spec.name}: training steps {spec.start_step}–{spec.end_step} on "
+                  f"{spec.workers} worker(s), ZeRO-{spec.config.train.zero_stage}")
         self.sink = local_sink()
         if self.stopping:  # asked to stop while the stage was starting
             self.sink.request_stop.remote()
@@ -197,18 +202,21 @@ class Coordinator:
             records = fit_stage(run, on_record=self._on_record, sink=self.sink)
         finally:
             self.sink = None
-        stopped = [r for r in events(records, "nonfinite") if (r.detail or {}).get("action") == "stopped"]
+        stopped = [r for r in events(records, "nonfinite")
+                   if (r.detail or {}).get("action") == "stopped"]
         if stopped and stopped[-1].step >= max((r.step for r in steps(records)), default=0):
             detail = stopped[-1].detail
-            self.failure = (f"{spec.name}: a non-finite loss or gradient at step {stopped[-1].step} (loss "
-                            f"{detail['loss']}, gradient norm {detail['grad_norm']}) and {detail['reason']}: "
-                            "the run stops incomplete; check the learning rate and the data, then rerun "
-                            "(it resumes from the stage's last checkpoint)")
+            self.failure = (f"{spec.name}: a non-finite loss or gradient at step "
+                            f"{stopped[-1].step} (loss {detail['loss']}, gradient norm "
+                            f"{detail['grad_norm']}) and {detail['reason']}: the run stops "
+                            "incomplete; check the learning rate and the data, then rerun (it "
+                            "resumes from the stage's last checkpoint)")
             return False
         last = max((r.step for r in steps(records)), default=spec.start_step)
         stop_after = spec.config.train.stop_after
         if stop_after is not None and last >= stop_after:
-            self._say(f"{spec.name}: stopped after step {last} (train.stop_after); a rerun continues")
+            self._say(f"{spec.name}: stopped after step {last} (train.stop_after); a rerun "
+                      "continues")
             return False  # the invocation ends here, even on the stage's last step
         return last >= spec.end_step
 

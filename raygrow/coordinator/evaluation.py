@@ -61,7 +61,8 @@ class Evaluations:
         if config is None or not spec.exports:
             return
         export = storage.join(self.run_dir, *spec.exports[0].split("/"))
-        self._launch(_Launch(spec.name, "export", export, config, _memory(export)), self._next(spec))
+        self._launch(_Launch(spec.name, "export", export, config, _memory(export)),
+                     self._next(spec))
 
     def after_growth(self, spec: StageSpec, init_dir: str, masked: bool) -> None:
         """With `eval.grown`: score `spec`'s grown init (exported first), just after growth. A

@@ -129,7 +129,8 @@ def plan_specs(config: RunConfig, dataset: str) -> list[StageSpec]:
         last = index == len(steps) - 1
         specs.append(StageSpec(
             name=stage_name(index), config=config.stage_config(index), dataset=dataset,
-            workers=config.plan_stages[index].workers or config.train.workers, lr=segment, init=init,
+            workers=config.plan_stages[index].workers or config.train.workers,
+            lr=segment, init=init,
             exports=(f"{stage_name(index)}/{EXPORT_DIR}",) + ((EXPORT_DIR,) if last else ()),
             trainable=trainable_params(config, index)))
     return specs

@@ -61,13 +61,14 @@ class CoordinatorState:
 
     @classmethod
     def load(cls, run_dir: str) -> CoordinatorState:
-        """The saved state, or a fresh one; CheckpointError (one line) for a damaged or older file."""
+        """The saved state, or a fresh one; CheckpointError (one line) for a damaged or older
+        file."""
         path = storage.join(run_dir, STATE_FILE)
         if not storage.exists(path):
             return cls()
         redo = (f"delete {path} to let the rerun rebuild it from the stages' checkpoints (finished "
-                "stages resume at their final step and growth is redone identically), or start a new "
-                "run with another --name")
+                "stages resume at their final step and growth is redone identically), or start a "
+                "new run with another --name")
         try:
             raw = json.loads(storage.read_bytes(path))
         except ValueError:
@@ -87,9 +88,11 @@ class CoordinatorState:
             growth = entry.get("growth")
             if growth is not None:
                 masks = growth["masks"]
-                growth = GrowthRecord(**{**growth, "masks": MaskSpec.from_dict(masks) if masks else None})
+                growth = GrowthRecord(**{**growth,
+                                         "masks": MaskSpec.from_dict(masks) if masks else None})
             specs[name] = SpecState(fingerprint=entry["fingerprint"], done=bool(entry["done"]),
-                                    growth=growth, resource_wait_s=float(entry.get("resource_wait_s", 0.0)))
+                                    growth=growth,
+                                    resource_wait_s=float(entry.get("resource_wait_s", 0.0)))
         if raw["phase"] not in PHASES:
             raise ValueError(raw["phase"])
         return cls(current=raw["current"], phase=raw["phase"], specs=specs, inputs=raw["inputs"],

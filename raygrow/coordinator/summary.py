@@ -68,7 +68,8 @@ def transition_summary(spec: StageSpec, outcome: RunOutcome, before: list[Record
 
 def summarise_plan(config: RunConfig, specs: list[StageSpec], outcome: RunOutcome, run_dir: str,
                    dataset: str, vocab: int, ray_logs: str | None = None) -> dict:
-    """Write summary.json, the run's metrics.jsonl (every stage's records, tagged) and report.png."""
+    """Write summary.json, the run's metrics.jsonl (every stage's records, tagged) and
+    report.png."""
     records = [spec_records(run_dir, spec) for spec in specs]
     summaries, start = [], None
     for index in range(len(specs)):
@@ -80,17 +81,20 @@ def summarise_plan(config: RunConfig, specs: list[StageSpec], outcome: RunOutcom
         start = steps(records[index])[-1] if steps(records[index]) else start
     evaluations = stage_evaluations(specs, records, summaries, run_dir)
     transitions = [transition_summary(spec, outcome, records[index - 1], records[index], index)
-                   for index, spec in enumerate(specs) if spec.name in outcome.growths and records[index]]
+                   for index, spec in enumerate(specs)
+                   if spec.name in outcome.growths and records[index]]
     summary = {"name": config.name, "complete": outcome.complete, "stages": summaries,
                "transitions": transitions,
-               "total_tokens": start.tokens if start else 0, "total_flops": start.flops if start else 0.0,
+               "total_tokens": start.tokens if start else 0,
+               "total_flops": start.flops if start else 0.0,
                "wall_s": outcome.wall_s, "dataset": dataset, "ray_logs": ray_logs,
                "config": config.to_dict()}
     write_json(storage.join(run_dir, "summary.json"), summary)
     merged = [dataclasses.replace(record, stage=index)
               for index, stage_records in enumerate(records) for record in stage_records]
     write_jsonl(storage.join(run_dir, "metrics.jsonl"), merged)
-    plot_run(merged, storage.join(run_dir, "report.png"), title=config.name, evaluations=evaluations)
+    plot_run(merged, storage.join(run_dir, "report.png"), title=config.name,
+             evaluations=evaluations)
     return summary
 
 

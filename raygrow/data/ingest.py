@@ -63,7 +63,8 @@ class RayDataRows(DirectRows):
             self.close()
             starts = plan()
             if not starts or starts[0] != start:
-                raise ValueError(f"the plan must start at the step asked for ({start}), got {starts[:1]}")
+                raise ValueError(f"the plan must start at the step asked for ({start}), "
+                                 f"got {starts[:1]}")
             self._feed = _Feed(self._batches(starts), starts, self.data.prefetch_steps)
             self.reads += 1
         return self._feed.get(self.data.ingest_timeout_s, self._why_waiting)
@@ -126,7 +127,8 @@ def _read_window(batch: dict[str, np.ndarray], rows: _RowsSpec, offset: int, per
     stream = rows.open()
     for start in batch["starts"][0]:
         row_ids, tokens = stream.take(int(start) + offset, per_rank)
-        yield {"start": np.full(per_rank, start, dtype=np.int64), "row_id": row_ids, "tokens": tokens}
+        yield {"start": np.full(per_rank, start, dtype=np.int64), "row_id": row_ids,
+               "tokens": tokens}
 
 
 class _Feed:

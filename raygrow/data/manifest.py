@@ -1,4 +1,5 @@
-"""manifest.json: what a packed dataset directory holds. Written last, so its presence means complete."""
+"""manifest.json: what a packed dataset directory holds. Written last, so its presence means
+complete."""
 
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ class Manifest:
         path = f"{directory}/{MANIFEST}"
         redo = "delete the directory and prepare the data again"
         if not storage.exists(path):
-            raise DataError(f"{directory} is not a prepared dataset (no {MANIFEST}); prepare the data first")
+            raise DataError(f"{directory} is not a prepared dataset (no {MANIFEST}); prepare the "
+                            "data first")
         try:
             manifest = cls(**json.loads(storage.read_bytes(path)))
         except (ValueError, TypeError) as error:  # bad JSON, or missing / unknown keys

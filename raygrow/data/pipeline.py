@@ -138,7 +138,8 @@ def dataset_dir(config: RunConfig) -> str:
     return plan_dataset(config).directory
 
 
-def prepare(config: RunConfig, show_progress: bool = True, plan: DatasetPlan | None = None) -> Manifest:
+def prepare(config: RunConfig, show_progress: bool = True,
+            plan: DatasetPlan | None = None) -> Manifest:
     """Pack the configured corpus into shards under `dataset_dir(config)` and return its manifest
     (`plan`: the driver's `plan_dataset(config)`, when it has one).
 
@@ -186,7 +187,8 @@ def _log_prepared(directory: str, manifest: Manifest) -> None:
 
 
 def _publish(temp: str, directory: str, manifest: Manifest) -> Manifest:
-    """Rename the finished temp directory into place; if another process won the race, use theirs."""
+    """Rename the finished temp directory into place; if another process won the race, use
+    theirs."""
     if storage.exists(directory):
         with contextlib.suppress(DataError):
             return Manifest.load(directory)  # completed meanwhile by another process
@@ -196,7 +198,8 @@ def _publish(temp: str, directory: str, manifest: Manifest) -> Manifest:
         storage.rename(temp, directory)
     except OSError as error:
         with contextlib.suppress(DataError):
-            return Manifest.load(directory)  # another process published first: same config, same rows
+            # another process published first: same config, same rows
+            return Manifest.load(directory)
         raise DataError(f"cannot move the prepared dataset to {directory} ({error}); check that "
                         "the directory is writable") from None
     _log_prepared(directory, manifest)
@@ -417,14 +420,16 @@ def _read_batch(files: pa.Table, s3: storage.S3Settings) -> pa.Table:
     return pa.table({"text": pa.array(texts, type=pa.large_string()),
                      "replaced": pa.array(replaced, type=pa.bool_()),
                      "source": pa.array(sources, type=pa.int32()),
-                     "error": pa.array([None] * (len(texts) - len(errors)) + errors, type=pa.string())})
+                     "error": pa.array([None] * (len(texts) - len(errors)) + errors,
+                                       type=pa.string())})
 
 
 def _tokenize_batch(documents: pa.Table, tokenizer: str, val_fraction: float) -> pa.Table:
     """Ray task: token ids of each document (none for blank ones) and its split."""
     texts = documents["text"].to_pylist()
     blank = [not text or text.isspace() for text in texts]
-    ids = load_tokenizer(tokenizer).encode_batch([text for text, empty in zip(texts, blank) if not empty])
+    ids = load_tokenizer(tokenizer).encode_batch([text for text, empty in zip(texts, blank)
+                                                  if not empty])
     filled = iter(ids)
     empty = np.empty(0, dtype=np.int32)
     tokens = [empty if is_blank else next(filled) for is_blank in blank]
@@ -432,7 +437,8 @@ def _tokenize_batch(documents: pa.Table, tokenizer: str, val_fraction: float) ->
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     values = np.concatenate(tokens) if tokens else empty
     return pa.table({
-        "tokens": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int32())),
+        "tokens": pa.LargeListArray.from_arrays(pa.array(offsets),
+                                                pa.array(values, type=pa.int32())),
         "val": pa.array([_is_validation(text, val_fraction) for text in texts], type=pa.bool_()),
         "replaced": documents["replaced"],
         "source": documents["source"],

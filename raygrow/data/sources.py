@@ -55,7 +55,8 @@ def resolve_source(source: str) -> list[SourceFile]:
     try:
         return _resolve(source)
     except OSError as error:  # e.g. a folder without read permission
-        raise DataError(f"data.source: cannot list {source} ({error}); check its permissions") from None
+        raise DataError(f"data.source: cannot list {source} ({error}); check its "
+                        "permissions") from None
 
 
 def _resolve(source: str) -> list[SourceFile]:
@@ -99,8 +100,8 @@ def _stdlib_files(pattern: str = "") -> list[SourceFile]:
         raise DataError(f"data.source: stdlib:{pattern} matches no .py file under {root}; check "
                         "the pattern (e.g. stdlib:email/*)")
     if not files:
-        raise DataError(f"data.source: stdlib: no .py files under {root}; this Python ships without "
-                        "its sources, so give a corpus path instead")
+        raise DataError(f"data.source: stdlib: no .py files under {root}; this Python ships "
+                        "without its sources, so give a corpus path instead")
     return files
 
 
@@ -146,7 +147,8 @@ def _glob_files(pattern: str) -> list[SourceFile]:
             files.extend(_supported([entry], root=os.path.dirname(entry.path)))
     unique = {file.path: file for file in files}
     if not unique:
-        raise DataError(f"data.source: glob {pattern} matches no {SUPPORTED} files; check the pattern")
+        raise DataError(f"data.source: glob {pattern} matches no {SUPPORTED} files; "
+                        "check the pattern")
     return [unique[path] for path in sorted(unique)]
 
 
@@ -154,7 +156,8 @@ def _supported(entries, root: str) -> list[SourceFile]:
     """Entries with a supported suffix, skipping hidden files and folders (.git, .cache, ...)."""
     files = []
     for entry in entries:
-        hidden = any(part.startswith(".") for part in os.path.relpath(entry.path, root).split(os.sep))
+        hidden = any(part.startswith(".")
+                     for part in os.path.relpath(entry.path, root).split(os.sep))
         kind = KINDS.get(os.path.splitext(entry.path)[1])
         if kind and not hidden:
             files.append(_source_file(entry, kind))
@@ -166,7 +169,8 @@ def _source_file(entry, kind: str) -> SourceFile:
 
 
 def known_records(file: SourceFile) -> int | None:
-    """How many documents a file holds when that is cheap to know (jsonl: unknown without reading)."""
+    """How many documents a file holds when that is cheap to know (jsonl: unknown without
+    reading)."""
     if file.kind == "text":
         return 1
     if file.kind == "parquet":
@@ -176,9 +180,11 @@ def known_records(file: SourceFile) -> int | None:
     return None
 
 
-def first_files(files: list[SourceFile], max_documents: int | None) -> list[tuple[SourceFile, int | None]]:
+def first_files(files: list[SourceFile],
+                max_documents: int | None) -> list[tuple[SourceFile, int | None]]:
     """The files that can hold the first `max_documents` documents, each with a cap on how many of
-    its documents can be needed (None: no cap). Applied before any reading, so tiny runs stay tiny."""
+    its documents can be needed (None: no cap). Applied before any reading, so tiny runs stay
+    tiny."""
     if max_documents is None:
         return [(file, None) for file in files]
     chosen, known_before = [], 0
@@ -230,7 +236,8 @@ def relabel(error: DataError, config: DataConfig, index: int) -> DataError:
     return DataError(re.sub(r"data\.text_field\b", f"data.sources[{index}].text_field", text))
 
 
-def read_documents(file: SourceFile, text_field: str, limit: int | None = None) -> Iterator[Document]:
+def read_documents(file: SourceFile, text_field: str,
+                   limit: int | None = None) -> Iterator[Document]:
     """The documents of one file, in order, at most `limit`. Blank documents are yielded too (they
     count towards max_documents); DataError names the file (and line) for malformed records."""
     if limit is not None and limit <= 0:

@@ -59,7 +59,8 @@ class ByteTokenizer:
 
 
 def _byte_characters() -> list[str]:
-    """The printable character ByteLevel pre-tokenization uses for each byte 0..255 (GPT-2's map)."""
+    """The printable character ByteLevel pre-tokenization uses for each byte 0..255 (GPT-2's
+    map)."""
     visible = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
                *range(ord("®"), ord("ÿ") + 1)}
     characters, shifted = [], 0
@@ -73,7 +74,8 @@ def _byte_characters() -> list[str]:
 
 
 def _byte_level_hf_tokenizer():
-    """The byte tokenizer as a transformers fast tokenizer: BPE over the 256 byte characters, no merges.
+    """The byte tokenizer as a transformers fast tokenizer: BPE over the 256 byte characters,
+    no merges.
 
     Caveat: the Hugging Face copy turns the literal text "<|endoftext|>" into the EOS id, while
     `ByteTokenizer.encode_batch` keeps such text as bytes (a corpus must not inject EOS).
@@ -117,7 +119,8 @@ class HFTokenizer:
 
     def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
         backend = getattr(self._hf, "backend_tokenizer", None)
-        if backend is not None:  # straight to Rust: no max-length warnings, no Python lists of dicts
+        # straight to Rust: no max-length warnings, no Python lists of dicts
+        if backend is not None:
             encodings = backend.encode_batch(texts, add_special_tokens=False)
             return [np.asarray(encoding.ids, dtype=np.int32) for encoding in encodings]
         ids = self._hf(texts, add_special_tokens=False, verbose=False)["input_ids"]
@@ -160,10 +163,12 @@ def _load_hf(spec: str) -> HFTokenizer:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if is_dir:
             raise DataError(f"data.tokenizer: cannot load a tokenizer from {spec} ({reason}); the "
-                            "directory needs tokenizer.json/tokenizer_config.json from save_pretrained"
+                            "directory needs tokenizer.json/tokenizer_config.json from "
+                            "save_pretrained"
                             ) from None
-        raise DataError(f"data.tokenizer: {spec!r} is neither 'byte', a local directory, nor a model "
-                        "in the local Hugging Face cache; download it and give its directory") from None
+        raise DataError(f"data.tokenizer: {spec!r} is neither 'byte', a local directory, nor a "
+                        "model in the local Hugging Face cache; download it and give its "
+                        "directory") from None
     if not getattr(hf_tokenizer, "is_fast", False):
         logger.warning("tokenizer %s is a slow (Python) tokenizer; tokenizing will be slow", spec)
     return HFTokenizer(spec, hf_tokenizer)

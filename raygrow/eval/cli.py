@@ -26,24 +26,31 @@ STAGE_DIR = re.compile(r"stage-(\d+)$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", nargs="?", help="an export directory, or a run directory with --stages")
-    parser.add_argument("--tasks", help="comma-separated IQ tasks and/or lm-eval:NAME (default: the IQ suite)")
-    parser.add_argument("--shots", type=int, help="few-shot pairs per item (default: each task's own)")
+    parser.add_argument("path", nargs="?",
+                        help="an export directory, or a run directory with --stages")
+    parser.add_argument("--tasks",
+                        help="comma-separated IQ tasks and/or lm-eval:NAME (default: the IQ suite)")
+    parser.add_argument("--shots", type=int,
+                        help="few-shot pairs per item (default: each task's own)")
     parser.add_argument("--limit", type=int, help="items per task (default 50)")
     parser.add_argument("--seed", type=int, help="seed of the IQ items (default 1234)")
     parser.add_argument("--stages", help="PATH is a run directory: evaluate these stages' exports "
                         "('all' or e.g. 0,1)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON, not a table")
-    parser.add_argument("--out", help="where to write the JSON results (default: eval.json in the export, "
+    parser.add_argument("--json", action="store_true",
+                        help="print the results as JSON, not a table")
+    parser.add_argument("--out",
+                        help="where to write the JSON results (default: eval.json in the export, "
                         "eval_stages.json and eval_stages.png in a run directory)")
     parser.add_argument("--lm-eval-include", metavar="DIR",
-                        help="local lm-eval task YAMLs for lm-eval:NAME tasks (lm-eval's --include_path)")
+                        help="local lm-eval task YAMLs for lm-eval:NAME tasks (lm-eval's "
+                             "--include_path)")
     parser.add_argument("--write-lm-eval-tasks", metavar="DIR",
                         help="write the IQ suite as lm-eval tasks (data + YAMLs) into DIR and stop")
 
 
 def eval_config(args: argparse.Namespace) -> EvalConfig:
-    raw = {key: value for key, value in (("shots", args.shots), ("limit", args.limit), ("seed", args.seed),
+    raw = {key: value
+           for key, value in (("shots", args.shots), ("limit", args.limit), ("seed", args.seed),
                                          ("lm_eval_include", args.lm_eval_include))
            if value is not None}
     if args.tasks:
@@ -79,11 +86,12 @@ def write_tasks(directory: str, config: EvalConfig) -> int:
     from raygrow.eval.harness import IQ_GROUP, write_iq_tasks
 
     if config.lm_eval_tasks:
-        raise ConfigError("raygrow eval --tasks", "--write-lm-eval-tasks writes IQ tasks only; drop "
+        raise ConfigError("raygrow eval --tasks",
+                          "--write-lm-eval-tasks writes IQ tasks only; drop "
                           + ", ".join(f"lm-eval:{name}" for name in config.lm_eval_tasks))
     names = write_iq_tasks(directory, config)
-    print(f"wrote {len(names)} lm-eval tasks and the group {IQ_GROUP} to {directory}; run them with: "
-          f"lm-eval run --model hf --model_args pretrained=EXPORT --include_path {directory} "
+    print(f"wrote {len(names)} lm-eval tasks and the group {IQ_GROUP} to {directory}; run them "
+          f"with: lm-eval run --model hf --model_args pretrained=EXPORT --include_path {directory} "
           f"--tasks {IQ_GROUP}")
     return 0
 
@@ -96,14 +104,15 @@ def stage_exports(run_dir: str, stages: str) -> dict[int, str]:
     found = {int(STAGE_DIR.match(entry.name).group(1)): str(entry / "export")
              for entry in root.iterdir() if entry.is_dir() and STAGE_DIR.match(entry.name)}
     if not found:
-        raise DataError(f"{run_dir} is not a run directory with stages (no stage-K/ in it); give a run "
-                        "of a growth plan, or an export without --stages")
+        raise DataError(f"{run_dir} is not a run directory with stages (no stage-K/ in it); give a "
+                        "run of a growth plan, or an export without --stages")
     if stages.strip() == "all":
         return dict(sorted(found.items()))
     try:
         wanted = [int(part) for part in stages.split(",") if part.strip()]
     except ValueError:
-        raise ConfigError("raygrow eval --stages", f"must be 'all' or stage indices like 0,1, got {stages!r}"
+        raise ConfigError("raygrow eval --stages",
+                          f"must be 'all' or stage indices like 0,1, got {stages!r}"
                           ) from None
     missing = [index for index in wanted if index not in found]
     if missing:
@@ -172,8 +181,10 @@ def table(columns: dict[str, dict[str, dict]]) -> str:
     for name in names:
         sets = [scores[name] for scores in columns.values()]
         chance = sets[-1].get("chance")
-        cells = [headline(scores) for scores in sets] + [scores.get("loglik_per_byte") for scores in sets]
-        lines.append(f"{name:<{width}}{_cell(chance, 8)}" + "".join(_cell(cell, 13) for cell in cells))
+        cells = [headline(scores) for scores in sets] + [scores.get("loglik_per_byte")
+                                                         for scores in sets]
+        lines.append(f"{name:<{width}}{_cell(chance, 8)}"
+                     + "".join(_cell(cell, 13) for cell in cells))
     return "\n".join(lines)
 
 
@@ -189,7 +200,8 @@ def plot_stages(results: list[dict], path: Path) -> None:
     from raygrow.report import eval_panel
 
     by_flops = all(r["flops"] for r in results)
-    points = [{"x": r["flops"] if by_flops else r["stage"], "point": "export", "scores": r["scores"]}
+    points = [{"x": r["flops"] if by_flops else r["stage"], "point": "export",
+               "scores": r["scores"]}
               for r in results]
     figure, axis = plt.subplots(figsize=(7, 4))
     eval_panel(axis, points, growth_points=[p["x"] for p in points[:-1]],

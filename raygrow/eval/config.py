@@ -51,7 +51,8 @@ class EvalConfig:
         require(self.stages == "all" or all(s >= 0 for s in self.stages), "stages",
                 "stage indices must be ≥ 0")
         require(self.cpus > 0, "cpus", f"must be > 0, got {self.cpus}")
-        require(self.max_new_tokens >= 1, "max_new_tokens", f"must be ≥ 1, got {self.max_new_tokens}")
+        require(self.max_new_tokens >= 1, "max_new_tokens",
+                f"must be ≥ 1, got {self.max_new_tokens}")
 
     @property
     def iq_tasks(self) -> list[str]:
@@ -59,7 +60,8 @@ class EvalConfig:
 
     @property
     def lm_eval_tasks(self) -> list[str]:
-        return [name[len(LM_EVAL_PREFIX):] for name in self.tasks if name.startswith(LM_EVAL_PREFIX)]
+        return [name[len(LM_EVAL_PREFIX):] for name in self.tasks
+                if name.startswith(LM_EVAL_PREFIX)]
 
     def shots_of(self, name: str) -> int:
         return TASKS[name].default_shots if self.shots is None else self.shots

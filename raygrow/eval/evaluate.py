@@ -31,14 +31,16 @@ def evaluate_loaded(model, tokenizer, config: EvalConfig) -> dict[str, dict]:
     for name in config.iq_tasks:
         shots = config.shots_of(name)
         entries = items(name, config.seed, config.limit, shots)
-        scores[name] = dataclasses.asdict(score_items(model, tokenizer, entries, config.max_new_tokens,
+        scores[name] = dataclasses.asdict(score_items(model, tokenizer, entries,
+                                                      config.max_new_tokens,
                                                       TASKS[name].chance, shots))
         log.info("eval %s: exact match %.3f (chance %.3f)", name, scores[name]["exact_match"],
                  TASKS[name].chance)
     if config.lm_eval_tasks:
         from raygrow.eval.harness import lm_eval_scores
 
-        found = lm_eval_scores(model, tokenizer, config.lm_eval_tasks, config, config.lm_eval_include)
+        found = lm_eval_scores(model, tokenizer, config.lm_eval_tasks, config,
+                               config.lm_eval_include)
         scores.update({f"lm-eval:{name}": value for name, value in found.items()})
     return scores
 

@@ -39,7 +39,8 @@ def task_manager(include_path: str | None = None):
     return TaskManager(include_path=include_path, verbosity="ERROR")
 
 
-def check_tasks(names: list[str], shots: int | None = None, include_path: str | None = None) -> None:
+def check_tasks(names: list[str], shots: int | None = None,
+                include_path: str | None = None) -> None:
     """Each of `names` is an lm-eval task whose data is on this machine, with at least `shots`
     examples to draw shots from; else one DataError line naming the task."""
     if not names:
@@ -49,20 +50,23 @@ def check_tasks(names: list[str], shots: int | None = None, include_path: str | 
 
     for name in names:
         if name not in manager.all_tasks:
-            raise DataError(f"{LM_EVAL_PREFIX}{name}: no such lm-eval task (see `lm-eval ls tasks`, "
-                            "or write local ones with `raygrow eval --write-lm-eval-tasks DIR`)")
+            raise DataError(f"{LM_EVAL_PREFIX}{name}: no such lm-eval task (see `lm-eval ls "
+                            "tasks`, or write local ones with `raygrow eval "
+                            "--write-lm-eval-tasks DIR`)")
         try:
             built = get_task_dict([name], manager)  # builds the task, which loads its dataset
-        except Exception as error:  # datasets raises many types (ConnectionError, FileNotFoundError…)
+        # datasets raises many types (ConnectionError, FileNotFoundError…)
+        except Exception as error:
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            raise DataError(f"{LM_EVAL_PREFIX}{name}: its dataset is not on this machine ({reason}); "
-                            "put it in the Hugging Face datasets cache or pick another task") from None
+            raise DataError(f"{LM_EVAL_PREFIX}{name}: its dataset is not on this machine "
+                            f"({reason}); put it in the Hugging Face datasets cache or pick "
+                            "another task") from None
         if shots:
             for task_name, task in _leaf_tasks(built):
                 available = len(task.fewshot_docs() or [])
                 if shots > available:
-                    raise DataError(f"{LM_EVAL_PREFIX}{task_name}: {shots} shots but only {available} "
-                                    "examples to draw them from; lower --shots")
+                    raise DataError(f"{LM_EVAL_PREFIX}{task_name}: {shots} shots but only "
+                                    f"{available} examples to draw them from; lower --shots")
 
 
 def _leaf_tasks(built: dict) -> list[tuple[str, object]]:
@@ -72,7 +76,8 @@ def _leaf_tasks(built: dict) -> list[tuple[str, object]]:
         if isinstance(value, dict):
             leaves += _leaf_tasks(value)
         else:
-            leaves.append((getattr(key, "group_name", key) if not isinstance(key, str) else key, value))
+            leaves.append((getattr(key, "group_name", key) if not isinstance(key, str)
+                           else key, value))
     return leaves
 
 
@@ -86,7 +91,8 @@ def lm_eval_scores(model, tokenizer, names: list[str], config: EvalConfig,
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, device="cpu" if model.device.type == "cpu"
               else str(model.device), batch_size=1, dtype="float32")
-    output = simple_evaluate(model=lm, tasks=list(names), num_fewshot=config.shots, limit=config.limit,
+    output = simple_evaluate(model=lm, tasks=list(names), num_fewshot=config.shots,
+                             limit=config.limit,
                              task_manager=manager, log_samples=False, bootstrap_iters=0,
                              random_seed=config.seed, numpy_random_seed=config.seed,
                              torch_random_seed=config.seed, fewshot_random_seed=config.seed)
@@ -115,8 +121,8 @@ def write_iq_tasks(directory: str, config: EvalConfig) -> list[str]:
                 for entry in items(name, config.seed, config.limit, shots)]
         data = out / f"{task_name}.jsonl"
         data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        (out / f"{task_name}.yaml").write_text(yaml.safe_dump(_task_yaml(task_name, data, name, shots,
-                                                                          config), sort_keys=False))
+        (out / f"{task_name}.yaml").write_text(
+            yaml.safe_dump(_task_yaml(task_name, data, name, shots, config), sort_keys=False))
         names.append(task_name)
     group = {"group": IQ_GROUP, "task": names,
              "aggregate_metric_list": [{"metric": "exact_match", "aggregation": "mean",

@@ -52,8 +52,10 @@ def latest(records: list[EvalRecord]) -> dict[tuple[str, str], EvalRecord]:
 def headline(scores: dict) -> float | None:
     """The one number of a task's scores: exact match for IQ tasks, else lm-eval's first
     accuracy-like metric."""
-    for key in ("exact_match", "acc_norm,none", "acc,none", "exact_match,strip", "exact_match,none"):
+    for key in ("exact_match", "acc_norm,none", "acc,none", "exact_match,strip",
+                "exact_match,none"):
         if key in scores:
             return scores[key]
-    numbers = [value for key, value in scores.items() if key != "samples" and isinstance(value, float)]
+    numbers = [value for key, value in scores.items()
+               if key != "samples" and isinstance(value, float)]
     return numbers[0] if numbers else None

@@ -52,7 +52,8 @@ def load_export(path: str):
     check_model_dir(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                     dtype=torch.float32)
     except (OSError, ValueError) as error:
         raise DataError(f"{path}: cannot load it with transformers ({str(error).splitlines()[0]})"
                         ) from None
@@ -88,8 +89,10 @@ def greedy_answer(model, tokenizer, context: list[int], max_new_tokens: int) -> 
     budget = max(1, min(max_new_tokens, context_length(model) - 1))
     ids = context[-(context_length(model) - budget):]
     eos = tokenizer.eos_token_id
-    output = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                            max_new_tokens=budget, do_sample=False, pad_token_id=eos, eos_token_id=eos,
+    output = model.generate(torch.tensor([ids]),
+                            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                            max_new_tokens=budget, do_sample=False, pad_token_id=eos,
+                            eos_token_id=eos,
                             stop_strings=["\n"], tokenizer=tokenizer)
     text = tokenizer.decode(output[0, len(ids):], skip_special_tokens=True)
     return text.split("\n", 1)[0].strip()
@@ -107,7 +110,8 @@ def score_items(model, tokenizer, entries: list[Item], max_new_tokens: int, chan
         context, continuation = encode(tokenizer, entry.prompt, entry.target)
         logliks.append(gold_loglik(model, context, continuation))
         per_byte.append(logliks[-1] / len(entry.target.encode()))
-        answer = greedy_answer(model, tokenizer, context, min(max_new_tokens, len(continuation) + 2))
+        answer = greedy_answer(model, tokenizer, context,
+                               min(max_new_tokens, len(continuation) + 2))
         hits += answer == entry.answer
     count = len(entries)
     return TaskScore(exact_match=hits / count, loglik=sum(logliks) / count,

@@ -169,7 +169,8 @@ def _object_story(rng: random.Random) -> tuple[list[str], str, list[str]]:
         places.append(place)
     # the other person's move lands anywhere after the pick-up: the last place named is not
     # always the answer
-    story.insert(rng.randint(2, len(story)), f"{other} {rng.choice(_MOVES)} the {rng.choice(_PLACES)}.")
+    story.insert(rng.randint(2, len(story)),
+                 f"{other} {rng.choice(_MOVES)} the {rng.choice(_PLACES)}.")
     return story, thing, places
 
 
@@ -216,11 +217,14 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("counting", "rule understanding", _no_rule, _counting, 0.0, "open-ended answer", 3, 8),
     Task("replace_lowercase", "rule understanding", _no_rule, _replace_lowercase, 0.0,
          "open-ended answer", 3, 8),
-    Task("replace_word", "rule understanding", _no_rule, _replace_word, 0.0, "open-ended answer", 3, 8),
-    Task("head_tail", "pattern mining", _head_tail_rule, _head_tail, 0.0, "open-ended answer", 4, 8),
-    Task("full_repeating", "pattern mining", _repeat_rule, _full_repeating, 0.0, "open-ended answer",
-         4, 8),
-    Task("head_slicing", "pattern mining", _slice_rule, _head_slicing, 0.0, "open-ended answer", 4, 8),
+    Task("replace_word", "rule understanding", _no_rule, _replace_word, 0.0,
+         "open-ended answer", 3, 8),
+    Task("head_tail", "pattern mining", _head_tail_rule, _head_tail, 0.0,
+         "open-ended answer", 4, 8),
+    Task("full_repeating", "pattern mining", _repeat_rule, _full_repeating, 0.0,
+         "open-ended answer", 4, 8),
+    Task("head_slicing", "pattern mining", _slice_rule, _head_slicing, 0.0,
+         "open-ended answer", 4, 8),
     Task("key_retrieval", "anti-interference", _no_rule, _key_retrieval, 1 / KEYS,
          f"one of the {KEYS} keys in the text", 1, 3),
     Task("supporting_facts_1", "anti-interference", _no_rule, _one_fact, 1 / len(_PLACES),

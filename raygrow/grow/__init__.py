@@ -12,7 +12,8 @@ from raygrow.config.operators import LR_POLICIES, OPERATORS, OPTIMIZER_POLICIES,
 from raygrow.grow.state import TrainState, load_into_model, param_shapes, state_from_model
 
 __all__ = [
-    "GrowthResult", "LR_POLICIES", "MaskHandle", "MaskSpec", "OPERATORS", "OPTIMIZER_POLICIES", "Operator",
-    "PRESERVATION_TOLERANCE", "TrainState", "apply_masks", "check_growth", "fold", "grow", "load_into_model",
-    "mask_value", "max_logit_difference", "param_shapes", "set_mask_value", "state_from_model",
+    "GrowthResult", "LR_POLICIES", "MaskHandle", "MaskSpec", "OPERATORS", "OPTIMIZER_POLICIES",
+    "Operator", "PRESERVATION_TOLERANCE", "TrainState", "apply_masks", "check_growth", "fold",
+    "grow", "load_into_model", "mask_value", "max_logit_difference", "param_shapes",
+    "set_mask_value", "state_from_model",
 ]

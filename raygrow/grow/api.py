@@ -63,11 +63,13 @@ def grow(state: TrainState, source: Shape, target: Shape, vocab: int, depth_op: 
     preserving = all(op.function_preserving for op in active) and (plan is None or plan.exact)
     log.info("grew %s -> %s (depth %s, width %s): function-preserving %s, optimizer %s",
              shape_text(source), shape_text(target), depth_op, width_op, preserving, policy)
-    return GrowthResult(state=grown, shape=target, function_preserving=preserving, optimizer_policy=policy,
+    return GrowthResult(state=grown, shape=target, function_preserving=preserving,
+                        optimizer_policy=policy,
                         lr_policy=combined_lr(active), masks=_mask_spec(active, plan, sources))
 
 
-def _mask_spec(active: list[Operator], plan: WidthPlan | None, sources: list[int | None] | None) -> MaskSpec | None:
+def _mask_spec(active: list[Operator], plan: WidthPlan | None,
+               sources: list[int | None] | None) -> MaskSpec | None:
     masked = {op.dimension for op in active if op.masked}
     if not masked:
         return None
@@ -75,7 +77,8 @@ def _mask_spec(active: list[Operator], plan: WidthPlan | None, sources: list[int
     if "depth" in masked:
         spec.layers = [layer for layer, source in enumerate(sources) if source is None]
     if "width" in masked:
-        new = {name: plan.units[name].is_new.nonzero().flatten().tolist() for name in ("hidden", "ffn", "heads")}
+        new = {name: plan.units[name].is_new.nonzero().flatten().tolist()
+               for name in ("hidden", "ffn", "heads")}
         spec.hidden, spec.ffn, spec.heads = new["hidden"], new["ffn"], new["heads"]
     return spec
 
@@ -84,12 +87,15 @@ def _on_cpu_in_fp32(state: TrainState) -> TrainState:
     """Growth math runs on the CPU in fp32; tensors already there are not copied."""
     def convert(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {name: value.detach().to("cpu", torch.float32) for name, value in tensors.items()}
-    return TrainState(convert(state.params), convert(state.exp_avg), convert(state.exp_avg_sq), state.step)
+    return TrainState(convert(state.params), convert(state.exp_avg),
+                      convert(state.exp_avg_sq), state.step)
 
 
 def _in_model_order(state: TrainState, shape: Shape, vocab: int) -> TrainState:
     order = list(param_shapes(shape, vocab))
     return TrainState(params={name: state.params[name] for name in order},
-                      exp_avg={name: state.exp_avg[name] for name in order if name in state.exp_avg},
-                      exp_avg_sq={name: state.exp_avg_sq[name] for name in order if name in state.exp_avg_sq},
+                      exp_avg={name: state.exp_avg[name] for name in order
+                               if name in state.exp_avg},
+                      exp_avg_sq={name: state.exp_avg_sq[name] for name in order
+                                  if name in state.exp_avg_sq},
                       step=state.step)

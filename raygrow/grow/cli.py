@@ -1,4 +1,5 @@
-"""`raygrow grow SRC_DIR --to layers=8,hidden=128,heads=8 --depth-op stack --width-op split --out DST_DIR`
+"""`raygrow grow SRC_DIR --to layers=8,hidden=128,heads=8 --depth-op stack --width-op split
+--out DST_DIR`
 
 Grows a Hugging Face Llama, Mistral or Qwen2 model offline and writes another of the same
 class that stock `AutoModelForCausalLM.from_pretrained` loads (every config field kept). Masked
@@ -31,8 +32,8 @@ from raygrow.model import FAMILY_CLASSES, shape_of
 
 TARGET_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "max_positions")
 # Files passed through unchanged: the tokenizer and sampling defaults do not depend on the shape.
-PASSTHROUGH = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
-               "*.model", "chat_template*", "generation_config.json")
+PASSTHROUGH = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*",
+               "merges.txt", "*.model", "chat_template*", "generation_config.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,32 +41,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Hugging Face Llama / Mistral / Qwen2 model directory "
                              "(config.json + safetensors)")
     parser.add_argument("--to", required=True, metavar="KEY=N,...",
-                        help=f"target shape; keys {', '.join(TARGET_KEYS)}; unnamed keys keep the source's "
-                             "(heads follow hidden to keep head_dim, kv_heads keeps the query heads per kv head, "
-                             "ffn keeps its ratio to hidden)")
-    # masked stays among the choices so that it gets its own explanation instead of "invalid choice".
+                        help=f"target shape; keys {', '.join(TARGET_KEYS)}; unnamed keys keep the "
+                             "source's (heads follow hidden to keep head_dim, kv_heads keeps the "
+                             "query heads per kv head, ffn keeps its ratio to hidden)")
+    # masked stays among the choices so that it gets its own explanation instead of "invalid
+    # choice".
     parser.add_argument("--depth-op", choices=list(OPERATORS["depth"]),
                         help="how to add layers (needed when layers change; masked needs training)")
     parser.add_argument("--width-op", choices=list(OPERATORS["width"]),
-                        help="how to widen hidden / ffn / heads (needed when any changes; masked needs training)")
+                        help="how to widen hidden / ffn / heads (needed when any changes; masked "
+                             "needs training)")
     parser.add_argument("--layer-order", metavar="I,J,...",
                         help="stack only: the source layer of each target layer, e.g. 0,1,0,1 "
                              "or ranges 0..23,8..31")
     parser.add_argument("--every", type=int, metavar="K",
                         help="zero depth op: one new block after every K source blocks (LLaMA-Pro)")
-    parser.add_argument("--out", required=True, metavar="DST_DIR", help="new directory for the grown export")
-    parser.add_argument("--seed", type=int, default=0, help="seed for new weights and symmetry-breaking noise")
+    parser.add_argument("--out", required=True, metavar="DST_DIR",
+                        help="new directory for the grown export")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for new weights and symmetry-breaking noise")
 
 
 @one_line_errors
 def run(args: argparse.Namespace) -> int:
     source_dir, out_dir = Path(args.src), Path(args.out)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ConfigError("--out", f"{out_dir} already exists and is not empty: choose a new directory")
+        raise ConfigError("--out",
+                          f"{out_dir} already exists and is not empty: choose a new directory")
     for flag, op in (("--depth-op", args.depth_op), ("--width-op", args.width_op)):
         if op == "masked":
-            raise ConfigError(flag, "masked growth needs a training ramp (m: 0 -> 1); grow with it in a "
-                                    "training plan, or use zero for an offline function-preserving growth")
+            raise ConfigError(flag,
+                              "masked growth needs a training ramp (m: 0 -> 1); grow with it in a "
+                              "training plan, or use zero for an offline "
+                              "function-preserving growth")
     config = _read_config(source_dir)
     source = shape_of(config)
     target = parse_target(args.to, source)
@@ -73,14 +81,15 @@ def run(args: argparse.Namespace) -> int:
     check_growth(source, target, config.vocab_size, args.depth_op, args.width_op, layer_order=order,
                  every=args.every)
     model = _load_model(source_dir, source)
-    result = grow(state_from_model(model), source, target, config.vocab_size, args.depth_op, args.width_op,
+    result = grow(state_from_model(model), source, target, config.vocab_size, args.depth_op,
+                  args.width_op,
                   layer_order=order, seed=args.seed, every=args.every)
     grown = load_into_model(result.state, target, config.vocab_size,
                             bos_id=config.bos_token_id, eos_id=config.eos_token_id)
     difference = max_logit_difference(model, grown, config.vocab_size, args.seed)
     if result.function_preserving and not difference <= PRESERVATION_TOLERANCE:
-        raise RaygrowError(f"growth claims to preserve the function but logits differ by {difference:.3g} "
-                           f"(> {PRESERVATION_TOLERANCE}); nothing written")
+        raise RaygrowError("growth claims to preserve the function but logits differ by "
+                           f"{difference:.3g} (> {PRESERVATION_TOLERANCE}); nothing written")
     _write_atomically(grown, source_dir, out_dir, _summary(args, source, result, difference))
     _report(args, source, result, difference)
     return 0
@@ -164,10 +173,12 @@ def _write_atomically(model: PreTrainedModel, source_dir: Path, out_dir: Path,
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def _summary(args: argparse.Namespace, source: Shape, result: GrowthResult, difference: float) -> dict:
+def _summary(args: argparse.Namespace, source: Shape, result: GrowthResult,
+             difference: float) -> dict:
     return {
         "source": str(args.src),
-        "source_shape": dataclasses.asdict(source), "target_shape": dataclasses.asdict(result.shape),
+        "source_shape": dataclasses.asdict(source),
+        "target_shape": dataclasses.asdict(result.shape),
         "depth_op": args.depth_op, "width_op": args.width_op,
         "layer_order": _parse_order(args.layer_order), "every": args.every, "seed": args.seed,
         "function_preserving": result.function_preserving, "max_logit_difference": difference,
@@ -175,10 +186,13 @@ def _summary(args: argparse.Namespace, source: Shape, result: GrowthResult, diff
     }
 
 
-def _report(args: argparse.Namespace, source: Shape, result: GrowthResult, difference: float) -> None:
+def _report(args: argparse.Namespace, source: Shape, result: GrowthResult,
+            difference: float) -> None:
     verdict = "yes" if result.function_preserving else "no"
     print(f"grew {args.src} -> {args.out}")
     print(f"  shape: {shape_text(source)} -> {shape_text(result.shape)}")
     print(f"  operators: depth {args.depth_op or '-'}, width {args.width_op or '-'}")
-    print(f"  function-preserving: {verdict} (max |logit difference| on random input: {difference:.3g})")
-    print(f"  when training on: optimizer {result.optimizer_policy}, learning rate {result.lr_policy}")
+    print(f"  function-preserving: {verdict} (max |logit difference| on random input: "
+          f"{difference:.3g})")
+    print(f"  when training on: optimizer {result.optimizer_policy}, learning rate "
+          f"{result.lr_policy}")

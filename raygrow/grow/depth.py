@@ -31,7 +31,8 @@ def layer_sources(op: str, source_layers: int, target_layers: int, layer_order: 
                   every: int | None = None) -> list[int | None]:
     """For each target block, the source block it copies (None: a new block)."""
     if op == "stack":
-        return list(layer_order) if layer_order is not None else default_stack_order(source_layers, target_layers)
+        return (list(layer_order) if layer_order is not None
+                else default_stack_order(source_layers, target_layers))
     if op == "interleave":
         repeats = target_layers // source_layers
         return [layer for layer in range(source_layers) for _ in range(repeats)]
@@ -62,8 +63,8 @@ def grow_depth(state: TrainState, sources: list[int | None], shape: Shape, vocab
         carried.add(source)
         for tensor in block_shapes(shape):
             key = layer_key(target, tensor)
-            grown.params[key] = _new_block_tensor(tensor, sizes[key], op, generator) if source is None \
-                else state.params[layer_key(source, tensor)].clone()
+            grown.params[key] = _new_block_tensor(tensor, sizes[key], op, generator) \
+                if source is None else state.params[layer_key(source, tensor)].clone()
             for old, new in ((state.exp_avg, grown.exp_avg), (state.exp_avg_sq, grown.exp_avg_sq)):
                 if old:
                     new[key] = torch.zeros(sizes[key]) if moments_from is None \
@@ -75,7 +76,8 @@ def _outside_blocks(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {name: value for name, value in tensors.items() if not name.startswith(LAYER_PREFIX)}
 
 
-def _new_block_tensor(tensor: str, size: tuple[int, ...], op: str, generator: torch.Generator) -> torch.Tensor:
+def _new_block_tensor(tensor: str, size: tuple[int, ...], op: str,
+                      generator: torch.Generator) -> torch.Tensor:
     if tensor.endswith("layernorm.weight"):
         return torch.ones(size)
     if tensor.endswith(".bias"):  # as Hugging Face initialises them; zero keeps o/down silent

@@ -11,7 +11,8 @@ by even one bit. A training loop uses them like this:
 
     handle = apply_masks(model, result.masks)  # m = 0: exactly the source model's function
     set_mask_value(handle, mask_value(steps_since_growth, ramp_steps))  # before every step
-    fold(model)  # once m = 1; until then a checkpoint stores MaskSpec.to_dict() and the ramp position
+    fold(model)  # once m = 1; until then a checkpoint stores MaskSpec.to_dict() and the ramp
+                 # position
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from raygrow.errors import RaygrowError
 
 HANDLE_ATTRIBUTE = "_raygrow_masks"
 NEW_INPUTS = "raygrow_new_inputs"  # buffer: 1.0 where an input coordinate belongs to a new unit
-NEW_OUTPUTS = "raygrow_new_outputs"  # buffer: 1.0 where an output coordinate is a new hidden coordinate
+# buffer: 1.0 where an output coordinate is a new hidden coordinate
+NEW_OUTPUTS = "raygrow_new_outputs"
 
 
 @dataclass
@@ -72,9 +74,11 @@ def apply_masks(model: PreTrainedModel, masks: MaskSpec, value: float = 0.0) -> 
     config, base = model.config, model.model
     blocks = list(base.layers)
     if any(not 0 <= layer < len(blocks) for layer in masks.layers):
-        raise RaygrowError(f"mask layers {masks.layers} do not exist in a {len(blocks)}-layer model")
+        raise RaygrowError(f"mask layers {masks.layers} do not exist in a "
+                           f"{len(blocks)}-layer model")
     for layer in masks.layers:
-        handle.hooks.append(blocks[layer].register_forward_hook(_fade_block(handle), with_kwargs=True))
+        handle.hooks.append(blocks[layer].register_forward_hook(_fade_block(handle),
+                                                                with_kwargs=True))
     if masks.ffn:
         for block in blocks:
             _mask_inputs(handle, block.mlp.down_proj, _flags(config.intermediate_size, masks.ffn))
@@ -83,7 +87,8 @@ def apply_masks(model: PreTrainedModel, masks: MaskSpec, value: float = 0.0) -> 
             config.hidden_size // config.num_attention_heads
         dims = [head * head_dim + i for head in masks.heads for i in range(head_dim)]
         for block in blocks:
-            _mask_inputs(handle, block.self_attn.o_proj, _flags(config.num_attention_heads * head_dim, dims))
+            _mask_inputs(handle, block.self_attn.o_proj,
+                         _flags(config.num_attention_heads * head_dim, dims))
     if masks.hidden:
         _mask_hidden(handle, model, _flags(config.hidden_size, masks.hidden))
     setattr(model, HANDLE_ATTRIBUTE, handle)
@@ -92,7 +97,8 @@ def apply_masks(model: PreTrainedModel, masks: MaskSpec, value: float = 0.0) -> 
 
 def set_mask_value(handle_or_model: MaskHandle | nn.Module, value: float) -> None:
     """Set m for every mask of a model (or its DeepSpeed engine, or the handle itself)."""
-    handle = handle_or_model if isinstance(handle_or_model, MaskHandle) else _handle_of(handle_or_model)
+    handle = (handle_or_model if isinstance(handle_or_model, MaskHandle)
+              else _handle_of(handle_or_model))
     handle.value = _checked(value)
 
 
@@ -100,7 +106,8 @@ def fold(model: nn.Module) -> nn.Module:
     """Remove the masks once m = 1, leaving a plain Hugging Face model with the same function."""
     handle = _handle_of(model)
     if handle.value < 1.0:
-        raise RaygrowError(f"masks are at m={handle.value:g}: finish the ramp (m=1) before folding them")
+        raise RaygrowError(f"masks are at m={handle.value:g}: finish the ramp (m=1) "
+                           "before folding them")
     for hook in handle.hooks:
         hook.remove()
     for module, name in handle.buffers:
@@ -116,7 +123,8 @@ def _handle_of(model: nn.Module) -> MaskHandle:
         handle = getattr(candidate, HANDLE_ATTRIBUTE, None)
         if handle is not None:
             return handle
-    raise RaygrowError("model has no growth masks (apply_masks was not called, or they were folded)")
+    raise RaygrowError("model has no growth masks (apply_masks was not called, "
+                       "or they were folded)")
 
 
 def _checked(value: float) -> float:
@@ -132,13 +140,15 @@ def _flags(size: int, new: list[int]) -> torch.Tensor:
 
 
 def _mask(module: nn.Module, buffer: str, value: float) -> torch.Tensor:
-    """1 on old coordinates, m on new ones, in fp32 (a bf16 sum over thousands of them would drift)."""
+    """1 on old coordinates, m on new ones, in fp32 (a bf16 sum over thousands of them would
+    drift)."""
     return 1.0 - getattr(module, buffer).float() * (1.0 - value)
 
 
 def _add_buffer(handle: MaskHandle, module: nn.Module, name: str, flags: torch.Tensor) -> None:
     reference = next(module.parameters(), None)
-    device = reference.device if reference is not None and reference.device.type != "meta" else "cpu"
+    device = (reference.device if reference is not None and reference.device.type != "meta"
+              else "cpu")
     module.register_buffer(name, flags.to(device), persistent=False)
     handle.buffers.append((module, name))
 

@@ -33,8 +33,10 @@ BLOCK_TENSORS = tuple(block_shapes(Shape(layers=1, hidden=2, heads=1)))
 class TrainState:
     """Everything growth transforms: parameters and AdamW moments, by Hugging Face key name."""
 
-    params: dict[str, torch.Tensor]  # full fp32 tensors; lm_head.weight absent when embeddings are tied
-    exp_avg: dict[str, torch.Tensor] = field(default_factory=dict)  # AdamW first moments; empty = none
+    # full fp32 tensors; lm_head.weight absent when embeddings are tied
+    params: dict[str, torch.Tensor]
+    # AdamW first moments; empty = none
+    exp_avg: dict[str, torch.Tensor] = field(default_factory=dict)
     exp_avg_sq: dict[str, torch.Tensor] = field(default_factory=dict)  # AdamW second moments
     step: int = 0  # optimizer steps taken
 
@@ -53,8 +55,9 @@ def check_state(state: TrainState, shape: Shape, vocab: int) -> None:
             raise ConfigError("source", f"state.{table_name} {what} for the source shape {shape}")
         for name, size in expected.items():
             if tuple(table[name].shape) != size:
-                raise ConfigError("source", f"state.{table_name}[{name}] is {tuple(table[name].shape)}, "
-                                            f"the source shape needs {size} (vocab {vocab})")
+                raise ConfigError("source",
+                                  f"state.{table_name}[{name}] is {tuple(table[name].shape)}, "
+                                  f"the source shape needs {size} (vocab {vocab})")
 
 
 def state_from_model(model: PreTrainedModel) -> TrainState:

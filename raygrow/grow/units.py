@@ -18,7 +18,8 @@ NEW = -1  # marks a target unit with no source unit
 
 @dataclass(frozen=True)
 class UnitMap:
-    source: torch.Tensor  # int64 [target units]: the source unit each target unit copies, NEW if none
+    # int64 [target units]: the source unit each target unit copies, NEW if none
+    source: torch.Tensor
 
     @property
     def size(self) -> int:
@@ -43,7 +44,8 @@ class UnitMap:
         """True at the first target unit holding each source unit: where carried moments go."""
         positions = torch.arange(self.size)
         first = torch.full((self.size,), self.size).scatter_reduce(
-            0, self.source.clamp(min=0), torch.where(self.is_new, self.size, positions), reduce="amin")
+            0, self.source.clamp(min=0), torch.where(self.is_new, self.size, positions),
+            reduce="amin")
         return ~self.is_new & (first[self.source.clamp(min=0)] == positions)
 
     def per_dimension(self, width: int) -> "UnitMap":
@@ -57,7 +59,8 @@ def identity(size: int) -> UnitMap:
     return UnitMap(torch.arange(size))
 
 
-def extend(source_size: int, target_size: int, how: str, generator: torch.Generator | None = None) -> UnitMap:
+def extend(source_size: int, target_size: int, how: str,
+           generator: torch.Generator | None = None) -> UnitMap:
     """Keep source units 0..n-1 in place and add `target_size - source_size` units after them.
 
     how="new": the added units are new. how="copy": they copy source units, whole tiles first
@@ -71,7 +74,8 @@ def extend(source_size: int, target_size: int, how: str, generator: torch.Genera
         tiles, remainder = divmod(added, source_size)
         order = torch.randperm(source_size, generator=generator) if generator is not None \
             else torch.arange(source_size)
-        extra = torch.cat([torch.arange(source_size).repeat(tiles), order[:remainder].sort().values])
+        extra = torch.cat([torch.arange(source_size).repeat(tiles),
+                           order[:remainder].sort().values])
     return UnitMap(torch.cat([torch.arange(source_size), extra]))
 
 
@@ -79,10 +83,10 @@ def head_maps(source_heads: int, source_kv: int, target_heads: int, target_kv: i
               generator: torch.Generator | None = None) -> tuple[UnitMap, UnitMap]:
     """(query-head map, key/value-head map) that keep grouped-query attention consistent.
 
-    In Hugging Face Llama, query head i reads key/value head i // group. Target kv head k < source_kv
-    is source kv head k with its source query heads first in its group, then added query heads; kv
-    heads past source_kv are added whole groups. A copied query head always sits in a group whose
-    kv head copies its own source kv head, so it attends exactly like its source head.
+    In Hugging Face Llama, query head i reads key/value head i // group. Target kv head k <
+    source_kv is source kv head k with its source query heads first in its group, then added query
+    heads; kv heads past source_kv are added whole groups. A copied query head always sits in a
+    group whose kv head copies its own source kv head, so it attends exactly like its source head.
     """
     source_group, target_group = source_heads // source_kv, target_heads // target_kv
     kv_map = extend(source_kv, target_kv, how, generator)
@@ -92,5 +96,6 @@ def head_maps(source_heads: int, source_kv: int, target_heads: int, target_kv: i
             query_sources += [NEW] * target_group
             continue
         in_group = extend(source_group, target_group, how, generator).source
-        query_sources += [NEW if q == NEW else kv_source * source_group + q for q in in_group.tolist()]
+        query_sources += [NEW if q == NEW else kv_source * source_group + q
+                          for q in in_group.tolist()]
     return UnitMap(torch.tensor(query_sources, dtype=torch.long)), kv_map

@@ -96,7 +96,8 @@ class WidthPlan:
     @cached_property
     def axis_maps(self) -> dict[str, UnitMap]:
         """Maps over tensor coordinates: heads expand to head_dim coordinates each."""
-        return {name: unit_map.per_dimension(self.head_dim) if name in ("heads", "kv_heads") else unit_map
+        return {name: unit_map.per_dimension(self.head_dim) if name in ("heads", "kv_heads")
+                else unit_map
                 for name, unit_map in self.units.items()}
 
 
@@ -104,7 +105,8 @@ def plan_width(source: Shape, target: Shape, op: str, generator: torch.Generator
     how = "copy" if op in ("split", "hyperclone") else "new"
     # split picks which units a remainder copies at random (Net2Net); hyperclone has no remainder.
     choose = generator if op == "split" else None
-    heads, kv_heads = head_maps(source.heads, source.kv_heads, target.heads, target.kv_heads, how, choose)
+    heads, kv_heads = head_maps(source.heads, source.kv_heads, target.heads, target.kv_heads,
+                                how, choose)
     units = {
         "hidden": extend(source.hidden, target.hidden, how, choose),
         "ffn": extend(source.ffn, target.ffn, how, choose),
@@ -135,7 +137,8 @@ class _TensorGrowth:
         self.plan = plan
         specs = axes_of(name)
         self.ndim = len(specs)
-        self.axes: list[tuple[int, str, str, UnitMap]] = []  # (axis, dimension, role, map) per grown axis
+        # (axis, dimension, role, map) per grown axis
+        self.axes: list[tuple[int, str, str, UnitMap]] = []
         for axis, spec in enumerate(specs):
             if spec is not None:
                 dimension, role = spec
@@ -184,11 +187,13 @@ class _TensorGrowth:
             grown = grown + self.symmetry_noise(tensor, grown.shape, generator)
         return grown
 
-    def fill(self, grown: torch.Tensor, scale: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def fill(self, grown: torch.Tensor, scale: torch.Tensor,
+             generator: torch.Generator) -> torch.Tensor:
         """Values for added entries (zero and masked growth)."""
         roles = {(dim, role) for _, dim, role, _ in self.axes}
         if any(role == NORM for _, role in roles):
-            return scale.expand_as(grown).clone()  # a norm weight of 1, seen through the residual scale
+            # a norm weight of 1, seen through the residual scale
+            return scale.expand_as(grown).clone()
         # Under zero growth an added entry must not change the output: rows writing the residual
         # and weights reading an added head or FFN unit (whose activations are not zero) stay 0.
         # Weights reading added hidden coordinates may be random: those coordinates hold zeros.
@@ -197,17 +202,20 @@ class _TensorGrowth:
             return torch.zeros_like(grown)
         return torch.randn(grown.shape, generator=generator) * INIT_STD
 
-    def symmetry_noise(self, tensor: torch.Tensor, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    def symmetry_noise(self, tensor: torch.Tensor, shape: torch.Size,
+                       generator: torch.Generator) -> torch.Tensor:
         """Noise on fan-in weights that sums to zero over each source unit's copies."""
         noise = torch.zeros(shape)
         for axis, _, role, unit_map in self.axes:
             if role != READ or bool((unit_map.copies == 1).all()):
                 continue
-            raw = torch.randn(shape, generator=generator) * (SYMMETRY_NOISE * tensor.std(correction=0).item())
+            raw = (torch.randn(shape, generator=generator)
+                   * (SYMMETRY_NOISE * tensor.std(correction=0).item()))
             sums_shape = list(shape)
             sums_shape[axis] = int(unit_map.source.max()) + 1
             sums = torch.zeros(sums_shape).index_add_(axis, unit_map.source, raw)
-            mean = sums.index_select(axis, unit_map.source) / self.broadcast(unit_map.copies.float(), axis)
+            mean = (sums.index_select(axis, unit_map.source)
+                    / self.broadcast(unit_map.copies.float(), axis))
             noise = noise + raw - mean
         return noise
 

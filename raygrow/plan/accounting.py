@@ -26,7 +26,8 @@ from raygrow.plan.hardware import Hardware
 
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022: compute-optimal D ≈ 20·N
 GROWTH_FACTOR = 4  # G_stack's best factor: target layers / base layers
-FLOPS_CONVENTION = "6·N_non-embedding + 12·L·d·T per token (T = data.seq_len); params-only stages: 6·N"
+FLOPS_CONVENTION = ("6·N_non-embedding + 12·L·d·T per token (T = data.seq_len); "
+                    "params-only stages: 6·N")
 ATTENTION_NOTE = ("* params-only stage(s) {stages}: FLOPs = 6·N·D without the attention term; "
                   "non-embedding params = params")
 
@@ -158,7 +159,8 @@ def _model_counts(config: RunConfig, index: int, stage: StageConfig) -> tuple[in
     vocab = vocab_size(config, stage.shape)
     counts = param_counts(stage.shape, vocab)
     return (counts["params"], counts["non_embedding_params"],
-            flops_per_token(stage.shape, vocab, config.data.seq_len, trainable_params(config, index)),
+            flops_per_token(stage.shape, vocab, config.data.seq_len,
+                            trainable_params(config, index)),
             True)
 
 
@@ -171,7 +173,8 @@ def _describe(stage: StageConfig) -> tuple[str, str | None]:
         model = f"L{shape.layers} d{shape.hidden} h{shape.heads}{kv} ffn{shape.ffn}"
     growth = None
     if stage.growth is not None:
-        growth = "+".join(op for op in (stage.growth.depth_op, stage.growth.width_op) if op) or "none"
+        growth = "+".join(op for op in (stage.growth.depth_op, stage.growth.width_op)
+                          if op) or "none"
     return model, growth
 
 
@@ -183,7 +186,8 @@ def _stage_cost(config: RunConfig, index: int, stage: StageConfig, hardware: Har
     hours = _hours(flops, hardware, mfu)
     model, growth = _describe(stage)
     return StageCost(index=index, model=model, growth=growth, params=params,
-                     non_embedding_params=non_embedding, configured_tokens=stage.tokens, tokens=tokens,
+                     non_embedding_params=non_embedding, configured_tokens=stage.tokens,
+                     tokens=tokens,
                      flops_per_token=per_token, flops=flops, gpu_hours=hours,
                      cost=hours * price_per_hour, attention_term_included=attention)
 
@@ -194,7 +198,8 @@ def _growth_timing(config: RunConfig, stages: list[StageCost], total_tokens: int
     first, last = config.plan_stages[0].shape, config.plan_stages[-1].shape
     grown = len(stages) > 1
     return GrowthTiming(
-        tokens=round(growth_timing_tokens(target, budget)), factor=GROWTH_FACTOR, target_params=target,
+        tokens=round(growth_timing_tokens(target, budget)), factor=GROWTH_FACTOR,
+        target_params=target,
         budget_flops=float(budget),
         plan_small_tokens=sum(stage.tokens for stage in stages[:-1]) if grown else None,
         plan_factor=last.layers / first.layers if grown and first and last else None)
@@ -203,10 +208,12 @@ def _growth_timing(config: RunConfig, stages: list[StageCost], total_tokens: int
 def _notes(config: RunConfig, report: PlanReport) -> list[str]:
     notes = []
     batch = config.train.batch_tokens
-    rounded = [str(stage.index) for stage in report.stages if stage.tokens != stage.configured_tokens]
+    rounded = [str(stage.index) for stage in report.stages
+               if stage.tokens != stage.configured_tokens]
     if rounded:
-        notes.append(f"stage(s) {', '.join(rounded)}: tokens rounded down to whole steps of {batch:,} "
-                     "(train.batch_tokens), as training will; configured_tokens keeps the plan's figure")
+        notes.append(f"stage(s) {', '.join(rounded)}: tokens rounded down to whole steps of "
+                     f"{batch:,} (train.batch_tokens), as training will; configured_tokens keeps "
+                     "the plan's figure")
     params_only = [str(stage.index) for stage in report.stages if not stage.attention_term_included]
     if params_only:
         notes.append(ATTENTION_NOTE.format(stages=", ".join(params_only)))
@@ -240,7 +247,8 @@ def plan_report(config: RunConfig, hardware: Hardware, mfu: float = 0.4,
     baseline_hours = _hours(baseline_flops, hardware, mfu)
     report = PlanReport(
         name=config.name, hardware=hardware, mfu=mfu, price_per_hour=price_per_hour,
-        seq_len=config.data.seq_len, stages=stages, total_tokens=total_tokens, total_flops=total_flops,
+        seq_len=config.data.seq_len, stages=stages, total_tokens=total_tokens,
+        total_flops=total_flops,
         total_gpu_hours=sum(stage.gpu_hours for stage in stages),
         total_cost=sum(stage.cost for stage in stages),
         baseline=Baseline(params=final.params, tokens=total_tokens, flops=baseline_flops,

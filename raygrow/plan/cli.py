@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("plan", help="run config / plan YAML")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set data.seq_len=256 (repeatable)")
-    # No argparse `choices`: an unknown name is refused by the planner with one line, like any bad value.
+    # No argparse `choices`: an unknown name is refused by the planner with one line, like any bad
+    # value.
     parser.add_argument("--hardware", default="h100", metavar="|".join(HARDWARE),
                         help="device to price the plan on (default: h100; dense bf16 peaks)")
     parser.add_argument("--mfu", type=float, default=0.4,
@@ -28,9 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-hour-price", type=float, default=2.0, metavar="USD",
                         help="price of one device-hour in dollars (default: 2.0)")
     parser.add_argument("--cpu-peak", type=float, default=None, metavar="FLOP/S",
-                        help="--hardware cpu only: peak FLOP/s of one CPU (default: measured with a "
-                             "quick fp32 matmul)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+                        help="--hardware cpu only: peak FLOP/s of one CPU (default: measured with "
+                             "a quick fp32 matmul)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object instead of a table")
 
 
 @one_line_errors

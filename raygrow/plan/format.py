@@ -11,7 +11,8 @@ def count(value: float) -> str:
     """1_048_576 → '1.05M'; 16e9 → '16B'; 245.4e9 → '245B' (about three significant digits)."""
     for scale, suffix in _SUFFIXES:
         if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}" if value / scale < 100 else f"{value / scale:.0f}{suffix}"
+            return (f"{value / scale:.3g}{suffix}" if value / scale < 100
+                    else f"{value / scale:.0f}{suffix}")
     return f"{value:.3g}"
 
 
@@ -52,8 +53,10 @@ def _rows(report: PlanReport) -> list[list[str]]:
     for stage in report.stages:
         label = f"{stage.model} (+{stage.growth})" if stage.growth else stage.model
         flag = "" if stage.attention_term_included else "*"  # params-only: see the note
-        rows.append([str(stage.index), label, count(stage.params), count(stage.non_embedding_params) + flag,
-                     count(stage.tokens), flops(stage.flops), hours(stage.gpu_hours), money(stage.cost)])
+        rows.append([str(stage.index), label, count(stage.params),
+                     count(stage.non_embedding_params) + flag,
+                     count(stage.tokens), flops(stage.flops), hours(stage.gpu_hours),
+                     money(stage.cost)])
     rows.append(["total", "", "", "", count(report.total_tokens), flops(report.total_flops),
                  hours(report.total_gpu_hours), money(report.total_cost)])
     base = report.baseline
@@ -67,13 +70,15 @@ def _summary(report: PlanReport) -> list[str]:
     plan_timing = ""
     if timing.plan_small_tokens is not None:
         factor = f", ×{timing.plan_factor:g} layers" if timing.plan_factor else ""
-        plan_timing = f" (plan: {count(timing.plan_small_tokens)} tokens before the final stage{factor})"
+        plan_timing = (f" (plan: {count(timing.plan_small_tokens)} tokens before the final "
+                       f"stage{factor})")
     return [
         f"speedup: {report.speedup:.2f}× (FLOPs from scratch ÷ FLOPs of this plan)",
-        f"Chinchilla-optimal tokens for the final model (20 × {count(report.baseline.params)} params): "
-        f"{count(report.chinchilla_tokens)}; the plan trains {report.chinchilla_ratio:.3g}× that",
-        f"growth timing (G_stack fit, arXiv 2405.15319, C = {flops(timing.budget_flops)}): train the small "
-        f"model for {count(timing.tokens)} tokens, grow ×{timing.factor}{plan_timing}",
+        f"Chinchilla-optimal tokens for the final model (20 × {count(report.baseline.params)} "
+        f"params): {count(report.chinchilla_tokens)}; the plan trains "
+        f"{report.chinchilla_ratio:.3g}× that",
+        f"growth timing (G_stack fit, arXiv 2405.15319, C = {flops(timing.budget_flops)}): train "
+        f"the small model for {count(timing.tokens)} tokens, grow ×{timing.factor}{plan_timing}",
         *(f"note: {note}" for note in report.notes),
     ]
 

@@ -24,7 +24,8 @@ def resolve_hardware(name: str, cpu_peak: float | None = None) -> Hardware:
     fp32 matmul actually achieves here (DESIGN.md: "CPU measured"); MFU on CPU is relative to that.
     """
     if name not in HARDWARE:
-        raise ConfigError("--hardware", f"unknown hardware {name!r}; choose one of {', '.join(HARDWARE)}")
+        raise ConfigError("--hardware",
+                          f"unknown hardware {name!r}; choose one of {', '.join(HARDWARE)}")
     if cpu_peak is not None and name != "cpu":
         raise ConfigError("--cpu-peak", f"only applies to --hardware cpu ({name} has a table peak)")
     if name != "cpu":

@@ -117,7 +117,7 @@ def open_backends(config: RunConfig, state: TrackingState) -> dict[str, Backend]
             backends[name] = make()
         except ImportError:
             raise
-        except Exception as error:  # noqa: BLE001: any library's error, reported in one line
+        except Exception as error:  # noqa: BLE001 - any library's error, reported in one line
             _warn(name, "could not start", error)
     return backends
 
@@ -254,7 +254,7 @@ class RunTracker:
         for name, backend in list(self.backends.items()):
             try:
                 getattr(backend, method)(*args)
-            except Exception as error:  # noqa: BLE001: any library's error, reported in one line
+            except Exception as error:  # noqa: BLE001 - any library's error, reported in one line
                 _warn(name, "failed", error)
                 del self.backends[name]
 

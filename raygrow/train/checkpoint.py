@@ -54,11 +54,12 @@ def save(directory: str | Path, state: TrainState, meta: dict[str, Any]) -> None
     marker goes last. The optimizer step count is kept in meta as `optimizer_step`."""
     bad = nonfinite(state)
     if bad:
-        raise CheckpointError(f"refusing to checkpoint step {meta.get('step')}: {bad} holds non-finite "
-                              "values (the previous checkpoint stays the newest)")
+        raise CheckpointError(f"refusing to checkpoint step {meta.get('step')}: {bad} holds "
+                              "non-finite values (the previous checkpoint stays the newest)")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({name: t.contiguous() for name, t in state.params.items()}, directory / "model.safetensors")
+    save_file({name: t.contiguous() for name, t in state.params.items()},
+              directory / "model.safetensors")
     fault_point(f"save_after_model:{meta.get('step')}")
     moments = {f"{key}/{name}": t.contiguous()
                for key in MOMENTS for name, t in getattr(state, key).items()}
@@ -101,10 +102,12 @@ def load(directory: str | Path, moments: bool = True) -> tuple[TrainState, dict[
         verify(local)
         saved = load_file(local / "optimizer.safetensors") if moments else {}
         meta = json.loads((local / "state.json").read_text())
-        state = TrainState(params=load_file(local / "model.safetensors"), step=meta["optimizer_step"])
+        state = TrainState(params=load_file(local / "model.safetensors"),
+                           step=meta["optimizer_step"])
     for key in MOMENTS:
         prefix = f"{key}/"
-        getattr(state, key).update({n[len(prefix):]: t for n, t in saved.items() if n.startswith(prefix)})
+        getattr(state, key).update({n[len(prefix):]: t for n, t in saved.items()
+                                    if n.startswith(prefix)})
     bad = nonfinite(state)
     if bad:  # never resumed from, grown or exported (DESIGN.md invariant 8)
         raise CheckpointError(f"{directory}: {bad} holds non-finite values")
@@ -133,8 +136,10 @@ def size_bytes(directory: str | Path) -> int:
 def candidates(run_dir: str | Path) -> list[str | Path]:
     """Checkpoint directories of a run, newest step first."""
     found = [(int(m.group(1)), entry.path) for entry in storage.list_files(run_dir, recursive=False)
-             if entry.type == storage.FileType.Directory and (m := DIR_PATTERN.match(storage.base_name(entry.path)))]
-    return [path if storage.is_remote(path) else Path(path) for _, path in sorted(found, reverse=True)]
+             if entry.type == storage.FileType.Directory
+             and (m := DIR_PATTERN.match(storage.base_name(entry.path)))]
+    return [path if storage.is_remote(path) else Path(path)
+            for _, path in sorted(found, reverse=True)]
 
 
 def latest_valid(run_dir: str | Path) -> str | Path | None:
@@ -165,6 +170,7 @@ def load_latest(run_dir: str | Path, moments: bool = True
 def _refuse_if_all_broken(run_dir: str | Path) -> None:
     found = candidates(run_dir)
     if found:
-        raise CheckpointError(f"{run_dir}: no checkpoint verifies ({len(found)} found, all broken); "
-                              "refusing to start over silently — start a new run (another "
-                              f"--name), or delete {run_dir} to train this stage again from its start")
+        raise CheckpointError(f"{run_dir}: no checkpoint verifies ({len(found)} found, all "
+                              "broken); refusing to start over silently — start a new run (another "
+                              f"--name), or delete {run_dir} to train this stage again "
+                              "from its start")

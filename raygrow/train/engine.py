@@ -114,7 +114,8 @@ def build_engine(model: torch.nn.Module, config: RunConfig, workers: int):
               for params, weight_decay in ((decay, train.weight_decay), (no_decay, 0.0)) if params]
     optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=1e-8,
                                   foreach=False)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(config, workers))
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                      config=deepspeed_config(config, workers))
     init_optimizer_state(engine)
     return engine
 
@@ -193,7 +194,8 @@ def _hp_param_groups(engine) -> list[tuple[int, list[torch.Tensor]]]:
     if hasattr(zero_optimizer, "fp32_partitioned_groups_flat"):
         return [(zero_optimizer.sub_group_to_group_id[i], [flat])
                 for i, flat in enumerate(zero_optimizer.fp32_partitioned_groups_flat)]
-    return [(i, list(group["params"])) for i, group in enumerate(base_optimizer(engine).param_groups)]
+    return [(i, list(group["params"]))
+            for i, group in enumerate(base_optimizer(engine).param_groups)]
 
 
 def _materialise_optimizer_state(engine, step: int) -> None:

@@ -40,7 +40,8 @@ class LRSegment:
                    schedule=schedule or train.schedule,
                    warmup_steps=train.warmup_steps if warmup else 0, length=max(1, length),
                    offset=offset,
-                   decay_fraction=train.decay_fraction if decay_fraction is None else decay_fraction)
+                   decay_fraction=train.decay_fraction if decay_fraction is None
+                   else decay_fraction)
 
     def lr(self, step: int) -> float:
         """The learning rate of the stage's optimizer step `step` (0-based)."""

@@ -71,6 +71,12 @@ def read_task_cpus(config: RunConfig, workers: int, resources: dict[str, float])
     return 0.0
 
 
+def bundles_that_fit(bundle: dict[str, float], nodes: list[dict[str, float]]) -> int:
+    """How many copies of `bundle` the nodes hold, each copy on one node."""
+    return sum(min(int(node.get(name, 0) // amount + 1e-9) if amount > 0 else 1 << 30
+                   for name, amount in bundle.items()) for node in nodes)
+
+
 def check_schedulable(config: RunConfig, workers: int | WorkerRange, autoscaling: bool,
                       timeout_s: float, stage: str | None = None) -> float:
     """Ask the cluster for a stage's workers and wait until at least the minimum fits, counting
@@ -81,7 +87,8 @@ def check_schedulable(config: RunConfig, workers: int | WorkerRange, autoscaling
     `maxReplicas`, launcher `max_workers`); without one, a shortfall is refused at once instead
     of leaving Ray Train waiting silently for resources that will never come.
     """
-    low, high = (workers.min, workers.max) if isinstance(workers, WorkerRange) else (workers, workers)
+    low, high = ((workers.min, workers.max) if isinstance(workers, WorkerRange)
+                 else (workers, workers))
     resources, _, _ = worker_resources(config, high)
     if autoscaling:
         from ray.autoscaler.sdk import request_resources

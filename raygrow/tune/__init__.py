@@ -6,7 +6,8 @@
     result.best_plan               # best_plan.yaml, which `raygrow train` runs
 
 Each trial is a growth run of the coordinator (`raygrow.driver.train`); ASHA compares trials on
-validation loss at equal cumulative training FLOPs. `raygrow tune SWEEP.yaml` is the same from a file.
+validation loss at equal cumulative training FLOPs. `raygrow tune SWEEP.yaml` is the same from
+a file.
 """
 
 from raygrow.tune.budget import Trial, make_trial, make_trials
@@ -23,5 +24,6 @@ def __getattr__(name: str):
         return getattr(runner, name)
     raise AttributeError(f"module 'raygrow.tune' has no attribute {name!r}")
 
-__all__ = ["AshaConfig", "SpaceConfig", "SweepConfig", "SweepResult", "Trial", "load_sweep", "make_trial",
+__all__ = ["AshaConfig", "SpaceConfig", "SweepConfig", "SweepResult", "Trial", "load_sweep",
+           "make_trial",
            "make_trials", "run_sweep", "sweep", "sweep_config"]

@@ -60,10 +60,12 @@ def target_stages(base: RunConfig) -> tuple[StageConfig, StageConfig]:
     """(stage the small model borrows workers and ZeRO stage from, final stage) of the base plan."""
     stages = base.plan_stages
     if len(stages) > 2:
-        raise ConfigError("plan.stages", f"a sweep grows one small model into the final one: give one or "
+        raise ConfigError("plan.stages",
+                          f"a sweep grows one small model into the final one: give one or "
                           f"two stages, got {len(stages)}")
     if stages[-1].shape is None:
-        raise ConfigError(f"plan.stages[{len(stages) - 1}].shape", "required (params-only stages are for "
+        raise ConfigError(f"plan.stages[{len(stages) - 1}].shape",
+                          "required (params-only stages are for "
                           "`raygrow plan`)")
     return stages[0], stages[-1]
 
@@ -71,19 +73,23 @@ def target_stages(base: RunConfig) -> tuple[StageConfig, StageConfig]:
 def small_shape(final: Shape, g: float, field: str) -> Shape:
     layers = final.layers / g
     if not layers.is_integer() or layers < 1:
-        raise ConfigError(field, f"{g:g} does not divide the final model's {final.layers} layers into whole "
-                          "layers; pick a divisor")
+        raise ConfigError(field, f"{g:g} does not divide the final model's {final.layers} layers "
+                          "into whole layers; pick a divisor")
     return dataclasses.replace(final, layers=int(layers))
 
 
 def growth_of(base: RunConfig) -> GrowthConfig:
-    """The base plan's growth with a depth operator and no fixed layer order (g changes the layers)."""
+    """The base plan's growth with a depth operator and no fixed layer order (g changes the
+    layers)."""
     growth = base.plan_stages[-1].growth or DEFAULT_GROWTH
-    return dataclasses.replace(growth, depth_op=growth.depth_op or DEFAULT_GROWTH.depth_op, layer_order=None)
+    return dataclasses.replace(growth, depth_op=growth.depth_op or DEFAULT_GROWTH.depth_op,
+                               layer_order=None)
 
 
-def make_trial(sweep: SweepConfig, base: RunConfig, d: float, g: float, d_field: str, g_field: str) -> Trial:
-    """The growth plan for (d, g); ConfigError (naming `d_field` or `g_field`) if it cannot fit the budget."""
+def make_trial(sweep: SweepConfig, base: RunConfig, d: float, g: float, d_field: str,
+               g_field: str) -> Trial:
+    """The growth plan for (d, g); ConfigError (naming `d_field` or `g_field`) if it cannot fit the
+    budget."""
     first, last = target_stages(base)
     final = last.shape
     small = small_shape(final, g, g_field)
@@ -93,20 +99,24 @@ def make_trial(sweep: SweepConfig, base: RunConfig, d: float, g: float, d_field:
     wanted = d * sweep.flop_budget / per_token_small if d < 1 else d
     small_tokens = int(wanted // batch) * batch
     if small_tokens < batch:
-        raise ConfigError(d_field, f"{d:g} gives {int(wanted)} small-model tokens (g={g:g}), less than one "
+        raise ConfigError(d_field,
+                          f"{d:g} gives {int(wanted)} small-model tokens (g={g:g}), less than one "
                           f"batch ({batch} tokens); raise d or flop_budget")
     left = sweep.flop_budget - per_token_small * small_tokens
     if round(left / (per_token_final * batch)) < 1:
-        raise ConfigError(d_field, f"{d:g} (g={g:g}) leaves {max(left, 0):.3g} of the {sweep.flop_budget:.3g} "
-                          f"FLOP budget for the final model, less than one step "
-                          f"({per_token_final * batch:.3g}); lower d or raise flop_budget")
+        raise ConfigError(d_field, f"{d:g} (g={g:g}) leaves {max(left, 0):.3g} of the "
+                          f"{sweep.flop_budget:.3g} FLOP budget for the final model, less than one "
+                          f"step ({per_token_final * batch:.3g}); lower d or raise flop_budget")
     final_tokens = tokens_for_flops(left, per_token_final, batch)
-    stages = [dataclasses.replace(first, shape=small, params=None, tokens=small_tokens, growth=None),
-              dataclasses.replace(last, shape=final, params=None, tokens=final_tokens, growth=growth_of(base))]
+    stages = [dataclasses.replace(first, shape=small, params=None, tokens=small_tokens,
+                                  growth=None),
+              dataclasses.replace(last, shape=final, params=None, tokens=final_tokens,
+                                  growth=growth_of(base))]
     train = dataclasses.replace(base.train, stop_after=None)  # a trial runs its whole budget
     plan = dataclasses.replace(base, model=None, stages=stages, train=train)
     return Trial(d=d, g=g, small_tokens=small_tokens, final_tokens=final_tokens,
-                 small_flops=per_token_small * small_tokens, final_flops=per_token_final * final_tokens, plan=plan)
+                 small_flops=per_token_small * small_tokens,
+                 final_flops=per_token_final * final_tokens, plan=plan)
 
 
 def make_trials(sweep: SweepConfig, base: RunConfig) -> list[Trial]:

@@ -13,7 +13,8 @@ from raygrow.command import one_line_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sweep", metavar="SWEEP.yaml", help="sweep file: base plan, flop_budget, space of d and g")
+    parser.add_argument("sweep", metavar="SWEEP.yaml",
+                        help="sweep file: base plan, flop_budget, space of d and g")
     parser.add_argument("-q", "--quiet", action="store_true", help="no Tune progress tables")
 
 
@@ -27,9 +28,11 @@ def run(args: argparse.Namespace) -> int:
     print(result.table)
     print(f"sweep directory: {result.sweep_dir} (trials.csv, trials.md, sweep.png)")
     if result.best_plan is not None:
-        print(f"best plan: {result.best_plan}  (d = {result.best.small_tokens:,} tokens, g = {result.best.g:g}, "
-              f"val loss {result.best.val_loss:.4f}); train it with: raygrow train {result.best_plan}")
+        print(f"best plan: {result.best_plan}  (d = {result.best.small_tokens:,} tokens, g = "
+              f"{result.best.g:g}, val loss {result.best.val_loss:.4f}); train it with: raygrow "
+              f"train {result.best_plan}")
     if result.interrupted:
-        print(f"raygrow: sweep {config.name} interrupted; rerun the same command to continue", file=sys.stderr)
+        print(f"raygrow: sweep {config.name} interrupted; rerun the same command to continue",
+              file=sys.stderr)
         return 130
     return 0

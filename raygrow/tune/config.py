@@ -48,7 +48,8 @@ class SpaceConfig:
 
     d: list[float]  # growth timing: tokens for the small model (≥ 1), or the share of the FLOP
     #                 budget spent on it (< 1, e.g. 0.25); rounded down to whole batches
-    g: list[float]  # growth factor: final layers / small layers (G_stack: 4); must give whole layers
+    # growth factor: final layers / small layers (G_stack: 4); must give whole layers
+    g: list[float]
 
     def __post_init__(self) -> None:
         _check_grid("d", self.d, 0, "> 0 (tokens, or a share of the budget below 1)")
@@ -65,7 +66,8 @@ class AshaConfig:
 
     def __post_init__(self) -> None:
         require(self.grace > 0, "grace", f"must be > 0, got {self.grace:g}")
-        require(self.reduction_factor > 1, "reduction_factor", f"must be > 1, got {self.reduction_factor:g}")
+        require(self.reduction_factor > 1, "reduction_factor",
+                f"must be > 1, got {self.reduction_factor:g}")
         require(self.brackets >= 1, "brackets", f"must be ≥ 1, got {self.brackets}")
 
     def grace_flops(self, budget: float) -> float:
@@ -85,7 +87,7 @@ class SweepConfig:
     concurrency: int | None = None  # trials at once; None = as many as the cluster has CPUs for
     asha: AshaConfig = field(default_factory=AshaConfig)
     overrides: list[str] = field(default_factory=list)  # `key=value` changes to the base plan, as
-    #                                                     `raygrow train --set` (e.g. train.val_every=4)
+    # `raygrow train --set` (e.g. train.val_every=4)
 
     def __post_init__(self) -> None:
         require(isinstance(self.plan, (str, dict)) and bool(self.plan), "plan",
@@ -98,8 +100,8 @@ class SweepConfig:
         require(self.concurrency is None or self.concurrency >= 1, "concurrency",
                  f"must be ≥ 1 (or null), got {self.concurrency}")
         require(self.asha.grace_flops(self.flop_budget) < self.flop_budget, "asha.grace",
-                 f"the first rung ({self.asha.grace_flops(self.flop_budget):g} FLOPs) must come before the "
-                 f"end of the budget ({self.flop_budget:g})")
+                 f"the first rung ({self.asha.grace_flops(self.flop_budget):g} FLOPs) must come "
+                 f"before the end of the budget ({self.flop_budget:g})")
 
     @property
     def sweep_dir(self) -> str:

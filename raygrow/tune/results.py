@@ -39,8 +39,10 @@ class TrialRow:
 
 def row_for(trial: Trial, status: str, last_result: dict | None, error: str | None) -> TrialRow:
     reported = bool(last_result) and "val_loss" in last_result
-    return TrialRow(run=trial.run_name, d=trial.d, g=trial.g, small_layers=trial.plan.stages[0].shape.layers,
-                    small_tokens=trial.small_tokens, final_tokens=trial.final_tokens, budget_flops=trial.flops,
+    return TrialRow(run=trial.run_name, d=trial.d, g=trial.g,
+                    small_layers=trial.plan.stages[0].shape.layers,
+                    small_tokens=trial.small_tokens, final_tokens=trial.final_tokens,
+                    budget_flops=trial.flops,
                     status=status, flops=last_result["flops"] if reported else None,
                     val_loss=last_result["val_loss"] if reported else None, error=error)
 
@@ -52,11 +54,14 @@ def best_row(rows: list[TrialRow]) -> TrialRow | None:
 
 def _cells(row: TrialRow) -> list[str]:
     return [row.run, f"{row.d:g}", f"{row.g:g}", str(row.small_layers), f"{row.small_tokens:,}",
-            f"{row.final_tokens:,}", f"{row.budget_flops:.4g}", "-" if row.flops is None else f"{row.flops:.4g}",
-            "-" if row.val_loss is None else f"{row.val_loss:.4f}", row.status + (f": {row.error}" if row.error else "")]
+            f"{row.final_tokens:,}", f"{row.budget_flops:.4g}",
+            "-" if row.flops is None else f"{row.flops:.4g}",
+            "-" if row.val_loss is None else f"{row.val_loss:.4f}",
+            row.status + (f": {row.error}" if row.error else "")]
 
 
-HEADER = ["run", "d", "g", "small layers", "d (tokens)", "final tokens", "plan FLOPs", "FLOPs reached",
+HEADER = ["run", "d", "g", "small layers", "d (tokens)", "final tokens", "plan FLOPs",
+          "FLOPs reached",
           "val loss", "status"]
 
 
@@ -90,9 +95,12 @@ def plot_sweep(rows: list[TrialRow], path: str, title: str) -> None:
     stopped by ASHA as crosses at their last validation loss."""
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for g in sorted({row.g for row in rows}):
-        line = sorted((row for row in rows if row.g == g and row.status == "complete"), key=lambda r: r.small_tokens)
-        drawn = axis.plot([r.small_tokens for r in line], [r.val_loss for r in line], "o-", label=f"g = {g:g}")
-        stopped = [row for row in rows if row.g == g and row.status == "stopped" and row.val_loss is not None]
+        line = sorted((row for row in rows if row.g == g and row.status == "complete"),
+                      key=lambda r: r.small_tokens)
+        drawn = axis.plot([r.small_tokens for r in line], [r.val_loss for r in line], "o-",
+                          label=f"g = {g:g}")
+        stopped = [row for row in rows
+                   if row.g == g and row.status == "stopped" and row.val_loss is not None]
         if stopped:
             axis.plot([r.small_tokens for r in stopped], [r.val_loss for r in stopped], "x",
                       color=drawn[0].get_color(), label=f"g = {g:g}, stopped by ASHA (last value)")
@@ -118,7 +126,7 @@ def write_best_plan(trial: Trial, row: TrialRow, path: str, sweep_name: str) -> 
     """The best trial's growth plan, as a run named <sweep>-best under the base plan's storage."""
     plan = dataclasses.replace(trial.plan, name=f"{sweep_name}-best")
     storage.write_bytes(path, plan_yaml(plan, header=(
-        f"# Best plan of sweep {sweep_name}: d = {trial.small_tokens:,} small-model tokens (given as {trial.d:g}), "
-        f"g = {trial.g:g};\n# validation loss {row.val_loss:.4f} at {row.flops:.4g} training FLOPs.\n"
-        f"# Train it with: raygrow train {path}\n")).encode())
+        f"# Best plan of sweep {sweep_name}: d = {trial.small_tokens:,} small-model tokens (given "
+        f"as {trial.d:g}), g = {trial.g:g};\n# validation loss {row.val_loss:.4f} at "
+        f"{row.flops:.4g} training FLOPs.\n# Train it with: raygrow train {path}\n")).encode())
     return plan

@@ -56,8 +56,10 @@ def sweep(plan: RunConfig | str | Path | dict, space: dict[str, list[float]], fl
     """Search growth timing `space["d"]` × growth factor `space["g"]` for `plan`'s final model at
     `flop_budget` training FLOPs per trial. `plan` is a RunConfig, a plan file or an inline plan.
     Raises ConfigError (one line naming the field) for bad input, before any cluster work."""
-    raw_plan = plan.to_dict() if isinstance(plan, RunConfig) else str(plan) if isinstance(plan, Path) else plan
-    config = sweep_config({"plan": raw_plan, "space": space, "flop_budget": flop_budget, "name": name,
+    raw_plan = (plan.to_dict() if isinstance(plan, RunConfig)
+                else str(plan) if isinstance(plan, Path) else plan)
+    config = sweep_config({"plan": raw_plan, "space": space, "flop_budget": flop_budget,
+                           "name": name,
                            "storage": storage, "concurrency": concurrency, "asha": asha or {}})
     return run_sweep(config, Path.cwd(), show_progress)
 
@@ -66,7 +68,8 @@ def run_sweep(config: SweepConfig, relative_to: Path, show_progress: bool = True
     """Run (or continue) a validated sweep; its plan path is relative to `relative_to`."""
     base = base_plan(config, relative_to)
     trials = make_trials(config, base)
-    for run in (runs := {trial.key: _run_config(trial, base, config.sweep_dir) for trial in trials}).values():
+    for run in (runs := {trial.key: _run_config(trial, base, config.sweep_dir)
+                         for trial in trials}).values():
         driver.check(run)
     sweep_dir = config.sweep_dir
     _claim(sweep_dir, config, base)
@@ -79,7 +82,8 @@ def run_sweep(config: SweepConfig, relative_to: Path, show_progress: bool = True
     try:
         tuner.fit()
     except tune.TuneError as error:
-        raise RaygrowError(f"sweep {config.name} failed: {str(error).strip().splitlines()[0]}") from None
+        raise RaygrowError(f"sweep {config.name} failed: "
+                           f"{str(error).strip().splitlines()[0]}") from None
     return _collect(config, sweep_dir, trials)
 
 
@@ -88,7 +92,8 @@ def _run_config(trial: Trial, base: RunConfig, sweep_dir: str) -> RunConfig:
     are canonical (absolute): trials run in Tune's actors, whose working directory is not the
     driver's."""
     data = dataclasses.replace(trial.plan.data, cache_dir=storage.canonical(base.dataset_root))
-    return dataclasses.replace(trial.plan, name=trial.run_name, storage=storage.join(sweep_dir, "runs"),
+    return dataclasses.replace(trial.plan, name=trial.run_name,
+                               storage=storage.join(sweep_dir, "runs"),
                                data=data)
 
 
@@ -96,11 +101,13 @@ def _launch_spec(run: RunConfig, sweep_dir: str, autoscaling: bool) -> TrialLaun
     """What a trial needs to launch its growth run (see raygrow.tune.trial.run_trial); its plan is
     kept in the sweep directory as `runs/<run>.yaml`, beside the run's log."""
     plan = storage.join(sweep_dir, "runs", f"{run.name}.yaml")
-    text = plan_yaml(run, header=f"# A trial of sweep {storage.base_name(sweep_dir)}, run by its trial "
+    text = plan_yaml(run,
+                     header=f"# A trial of sweep {storage.base_name(sweep_dir)}, run by its trial "
                                  "as `raygrow train`.\n")
     storage.write_bytes(plan, text.encode())
     return TrialLaunch(plan=plan, plan_text=text, run_dir=run.run_dir,
-                       log=storage.join(sweep_dir, "runs", f"{run.name}.log"), stages=len(run.stages),
+                       log=storage.join(sweep_dir, "runs", f"{run.name}.log"),
+                       stages=len(run.stages),
                        final_step=run.stage_steps[-1], autoscaling=autoscaling, s3=run.s3)
 
 
@@ -113,8 +120,9 @@ def _claim(sweep_dir: str, config: SweepConfig, base: RunConfig) -> None:
     path = storage.join(sweep_dir, SWEEP_FILE)
     if storage.exists(path):
         if json.loads(storage.read_bytes(path)) != identity:
-            raise ConfigError("name", f"sweep {config.name} in {storage.parent(sweep_dir)} was started with "
-                              f"another plan, space, budget or ASHA setting; pick another name or remove {sweep_dir}")
+            raise ConfigError("name", f"sweep {config.name} in {storage.parent(sweep_dir)} was "
+                              "started with another plan, space, budget or ASHA setting; pick "
+                              f"another name or remove {sweep_dir}")
         return
     storage.make_dirs(sweep_dir)
     storage.write_bytes(path, json.dumps(identity, indent=1).encode())
@@ -134,7 +142,8 @@ def _concurrency(config: SweepConfig, runs: dict[str, RunConfig]) -> int:
             stage = run.stage_config(index)
             resources, _, _ = worker_resources(stage, workers)
             resources["CPU"] = resources.get("CPU", 0) + ingest_cpus(stage)  # its read task too
-            fits += [int(total.get(name, 0) // (amount * workers)) for name, amount in resources.items()]
+            fits += [int(total.get(name, 0) // (amount * workers))
+                     for name, amount in resources.items()]
     return max(1, min(len(runs), min(fits)))
 
 
@@ -157,7 +166,8 @@ class SweepCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         result = trial.last_result or {}
-        log.info("trial %s ended: %s at %.4g FLOPs, val loss %s", trial, "complete" if result.get("complete")
+        log.info("trial %s ended: %s at %.4g FLOPs, val loss %s", trial,
+                 "complete" if result.get("complete")
                  else "stopped", result.get("flops", 0.0), result.get("val_loss"))
         self._count_end()
 
@@ -167,11 +177,13 @@ class SweepCallback(tune.Callback):
     def _count_end(self) -> None:
         self.ended += 1
         if os.environ.get("RAYGROW_FAULT") == f"sweep_interrupt:{self.ended}":
-            log.error("RAYGROW_FAULT=sweep_interrupt:%d: interrupting the sweep on purpose", self.ended)
+            log.error("RAYGROW_FAULT=sweep_interrupt:%d: interrupting the sweep on purpose",
+                      self.ended)
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def _tuner(config: SweepConfig, sweep_dir: str, trials: list[Trial], payload: dict[str, TrialLaunch],
+def _tuner(config: SweepConfig, sweep_dir: str, trials: list[Trial],
+           payload: dict[str, TrialLaunch],
            concurrency: int, show_progress: bool) -> tune.Tuner:
     trainable = tune.with_resources(tune.with_parameters(run_trial, runs=payload), TRIAL_RESOURCES)
     path, filesystem = storage.ray_storage(sweep_dir)
@@ -182,7 +194,8 @@ def _tuner(config: SweepConfig, sweep_dir: str, trials: list[Trial], payload: di
                                   storage_filesystem=filesystem)
     scheduler = ASHAScheduler(time_attr="flops", max_t=config.flop_budget,
                               grace_period=config.asha.grace_flops(config.flop_budget),
-                              reduction_factor=config.asha.reduction_factor, brackets=config.asha.brackets)
+                              reduction_factor=config.asha.reduction_factor,
+                              brackets=config.asha.brackets)
     names = _TrialNames({trial.key: trial.run_name for trial in trials})
     return tune.Tuner(
         trainable,
@@ -190,7 +203,8 @@ def _tuner(config: SweepConfig, sweep_dir: str, trials: list[Trial], payload: di
         tune_config=tune.TuneConfig(metric="val_loss", mode="min", scheduler=scheduler,
                                     max_concurrent_trials=concurrency,
                                     trial_name_creator=names, trial_dirname_creator=names),
-        run_config=tune.RunConfig(name=config.name, storage_path=parent, storage_filesystem=filesystem,
+        run_config=tune.RunConfig(name=config.name, storage_path=parent,
+                                  storage_filesystem=filesystem,
                                   callbacks=[SweepCallback()], verbose=1 if show_progress else 0,
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
@@ -232,6 +246,7 @@ def _collect(config: SweepConfig, sweep_dir: str, trials: list[Trial]) -> SweepR
     best_plan = None
     if best is not None:
         best_plan = storage.join(sweep_dir, "best_plan.yaml")
-        write_best_plan(next(t for t in trials if t.run_name == best.run), best, best_plan, config.name)
+        write_best_plan(next(t for t in trials if t.run_name == best.run), best, best_plan,
+                        config.name)
     return SweepResult(sweep_dir=sweep_dir, rows=rows, best=best, best_plan=best_plan,
                        interrupted=any(row.status == "unfinished" for row in rows))

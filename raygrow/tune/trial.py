@@ -43,7 +43,8 @@ TRIAL_RESOURCES = {"CPU": 0, "memory": 64 * 1024**2}
 POLL_S = 1.0  # how often the trial looks for new validation results
 PR_SET_PDEATHSIG = 1  # prctl(2): signal this process when the thread that started it ends
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True) if sys.platform == "linux" else None
+_libc = (ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+         if sys.platform == "linux" else None)
 
 
 def _die_with_parent() -> None:
@@ -79,7 +80,8 @@ def validations(run_dir: str, stages: int) -> list[StepRecord]:
 
 
 def _result(record: StepRecord, complete: bool) -> dict:
-    return {"flops": float(record.flops), "val_loss": float(record.val_loss), "tokens": record.tokens,
+    return {"flops": float(record.flops), "val_loss": float(record.val_loss),
+            "tokens": record.tokens,
             "stage": record.stage, "step": record.step, "complete": complete}
 
 
@@ -94,7 +96,8 @@ def _launch(run: TrialLaunch, work: Path) -> tuple[subprocess.Popen, Path]:
     log = Path(run.log) if not storage.is_remote(run.log) else work / "run.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as handle:
-        process = subprocess.Popen([sys.executable, "-m", "raygrow.cli", "train", str(plan), "--quiet"],
+        process = subprocess.Popen([sys.executable, "-m", "raygrow.cli", "train",
+                                    str(plan), "--quiet"],
                                    stdout=handle, stderr=subprocess.STDOUT, env=env,
                                    preexec_fn=_die_with_parent)
     return process, log
@@ -104,7 +107,8 @@ def _failure(run: TrialLaunch, log: Path, returncode: int) -> RaygrowError:
     lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("raygrow: error:")]
     reason = (errors or lines or [f"exit status {returncode}"])[-1]
-    return RaygrowError(f"growth run {storage.base_name(run.run_dir)} failed: {reason} (log: {run.log})")
+    return RaygrowError(f"growth run {storage.base_name(run.run_dir)} failed: {reason} (log: "
+                        f"{run.log})")
 
 
 def run_trial(params: dict, runs: dict[str, TrialLaunch]) -> None:
@@ -123,7 +127,8 @@ def run_trial(params: dict, runs: dict[str, TrialLaunch]) -> None:
             raise _failure(run, log, process.returncode)
     summary = json.loads(storage.read_bytes(storage.join(run.run_dir, "summary.json")))
     last = validations(run.run_dir, run.stages)[-1]
-    tune.report({**_result(last, complete=summary["complete"]), "flops": float(summary["total_flops"])})
+    tune.report({**_result(last, complete=summary["complete"]),
+                 "flops": float(summary["total_flops"])})
 
 
 def _follow(run: TrialLaunch, process: subprocess.Popen) -> None:

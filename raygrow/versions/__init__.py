@@ -5,7 +5,8 @@ every version, and per version a short branch that decays the LR to the minimum 
 release), `from_scratch` (each version retrained from scratch on all data so far) and `continual`
 (each version continues from the previous release with a full schedule of its own).
 
-    config = load_config("jobs/plans/versions_tiny.yaml")   # a run config with a `versions:` section
+    config = load_config("jobs/plans/versions_tiny.yaml")   # a run config with a `versions:`
+                                                            # section
     summary = run_versions(config)                          # raygrow.versions.runner; starts Ray
 
 This package's top level is pure (config, segment planning, cost accounting); the runner imports
@@ -15,5 +16,6 @@ Ray and DeepSpeed only when called.
 from raygrow.config.versions import PAPER_DECAY_FRACTION, DocumentSlice, VersionsConfig, VersionSpec
 from raygrow.versions.plan import Segment, decay_steps, plan_cost, plan_segments
 
-__all__ = ["PAPER_DECAY_FRACTION", "DocumentSlice", "Segment", "VersionSpec", "VersionsConfig", "decay_steps",
+__all__ = ["PAPER_DECAY_FRACTION", "DocumentSlice", "Segment", "VersionSpec", "VersionsConfig",
+           "decay_steps",
            "plan_cost", "plan_segments"]

@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_run_config(args)
     if config.versions is None:
-        raise ConfigError("versions", f"{args.plan} has no versions section; train it with `raygrow train`")
+        raise ConfigError("versions",
+                          f"{args.plan} has no versions section; train it with `raygrow train`")
     summary = run_versions(config, show_progress=not args.quiet, branches=not args.main_only)
     print(format_table(summary))
     print(f"run directory: {config.run_dir}" + ("" if summary["complete"] else " (stopped early)"))
@@ -34,9 +35,11 @@ def run(args: argparse.Namespace) -> int:
 
 def format_table(summary: dict) -> str:
     lines = [f"mode {summary['mode']} (decay fraction {summary['decay_fraction']:g})",
-             f"{'version':<8} {'steps':>6} {'tokens':>11} {'FLOPs':>10} {'cum. FLOPs':>10} {'release loss':>12}"]
+             f"{'version':<8} {'steps':>6} {'tokens':>11} {'FLOPs':>10} {'cum. FLOPs':>10} "
+             f"{'release loss':>12}"]
     for version in summary["versions"]:
         cost, loss = version["cost"], version["release_val_loss"]
-        lines.append(f"{version['name']:<8} {cost['steps']:>6} {cost['tokens']:>11,} {cost['flops']:>10.3e} "
-                     f"{version['cumulative']['flops']:>10.3e} {'—' if loss is None else f'{loss:.4f}':>12}")
+        lines.append(f"{version['name']:<8} {cost['steps']:>6} {cost['tokens']:>11,} "
+                     f"{cost['flops']:>10.3e} {version['cumulative']['flops']:>10.3e} "
+                     f"{'—' if loss is None else f'{loss:.4f}':>12}")
     return "\n".join(lines)

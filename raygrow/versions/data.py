@@ -59,8 +59,10 @@ def check_version_sources(run: RunConfig) -> None:
             check_sources(dataclasses.replace(run.data, source=source, max_documents=None))
         except DataError as error:
             raise DataError(f"{where}: {error}") from None
-        if spec.documents and spec.documents.start > 0 and next(_documents(run, spec, limit=1), None) is None:
-            raise ConfigError(f"{where}.documents", f"starts at document {spec.documents.start}, past the last "
+        if spec.documents and spec.documents.start > 0 and next(_documents(run, spec,
+                                                                           limit=1), None) is None:
+            raise ConfigError(f"{where}.documents",
+                              f"starts at document {spec.documents.start}, past the last "
                               f"document of {source}; a version needs at least one document")
 
 
@@ -93,13 +95,15 @@ def _together(files: list[str], root: str) -> str:
         return directory
     storage.remove_tree(directory)
     for number, file in enumerate(files):
-        storage.copy_file(file, storage.join(directory, f"v{number + 1:04d}.jsonl"))  # sorted = version order
+        # sorted = version order
+        storage.copy_file(file, storage.join(directory, f"v{number + 1:04d}.jsonl"))
     storage.write_bytes(marker, json.dumps({"files": files}).encode())
     return directory
 
 
 def _corpus_config(run: RunConfig, source: str) -> RunConfig:
-    data = dataclasses.replace(run.data, source=str(source), text_field=TEXT_FIELD, max_documents=None,
+    data = dataclasses.replace(run.data, source=str(source), text_field=TEXT_FIELD,
+                               max_documents=None,
                                cache_dir=run.dataset_root)
     return dataclasses.replace(run, data=data, versions=None)
 
@@ -116,10 +120,12 @@ def prepare_versions(run: RunConfig, show_progress: bool = True) -> VersionData:
         except DataError as error:
             raise DataError(f"versions.data[{index}]: {error}") from None
         own.append(dataset_dir(config))
-        count = spec.tokens // run.train.batch_tokens if spec.tokens else manifest.train_rows // run.batch_rows
+        count = (spec.tokens // run.train.batch_tokens if spec.tokens
+                 else manifest.train_rows // run.batch_rows)
         if count < 1:
-            raise DataError(f"versions.data[{index}]: {manifest.train_rows} training rows are less than one "
-                            f"batch ({run.batch_rows} rows); add documents or lower train.batch_tokens")
+            raise DataError(f"versions.data[{index}]: {manifest.train_rows} training rows are less "
+                            f"than one batch ({run.batch_rows} rows); add documents or lower "
+                            "train.batch_tokens")
         steps.append(count)
         if index == 0:
             together.append(own[0])

@@ -1,9 +1,10 @@
 """Which training segments each mode runs for versions v1..vn, and what they cost. Pure: no Ray.
 
 A segment is one stage of the run (raygrow.versions.runner makes each a `StageSpec` for the
-coordinator), trained on one dataset from its init checkpoint's step to `end`. Steps count within the segment's dataset, and
-every path through a version takes that version's rows in stream order, each row once per
-epoch: a segment that starts from a checkpoint mid-version continues at its stream position.
+coordinator), trained on one dataset from its init checkpoint's step to `end`. Steps count within
+the segment's dataset, and every path through a version takes that version's rows in stream order,
+each row once per epoch: a segment that starts from a checkpoint mid-version continues at its stream
+position.
 
 path_switching (arXiv 2410.04103), version k with S_k steps and d_k = decay_steps(S_k):
     main/vk-head   main path, steps [0, S_k - d_k) of version k at peak LR (after the first warm-up)
@@ -53,13 +54,15 @@ def decay_steps(steps: int, decay_fraction: float) -> int:
 
 
 def plan_segments(mode: str, steps: list[int], decay_fraction: float,
-                  rewarm: frozenset[int] = frozenset(), train: TrainConfig | None = None) -> list[Segment]:
+                  rewarm: frozenset[int] = frozenset(),
+                  train: TrainConfig | None = None) -> list[Segment]:
     """The segments of a run, in training order. `steps[k]`: steps of version k on its own data;
     `rewarm`: versions at which the main path re-warms its LR (a growth with LR policy restart);
     `train`: peak and minimum LR, warm-up and schedule (default: TrainConfig's)."""
     train = train or TrainConfig()
     if mode == "from_scratch":
-        return [Segment(f"release/v{k + 1}", SCRATCH, k, k, True, k, 0, sum(steps[:k + 1]), None, False,
+        return [Segment(f"release/v{k + 1}", SCRATCH, k, k, True, k, 0, sum(steps[:k + 1]),
+                        None, False,
                         LRSegment.of(train, sum(steps[:k + 1])), True) for k in range(len(steps))]
     if mode == "continual":
         return [Segment(f"release/v{k + 1}", CONTINUAL, k, k, False, k, 0, steps[k],
@@ -72,7 +75,8 @@ def _path_switching(steps: list[int], decay_fraction: float, rewarm: frozenset[i
                     train: TrainConfig) -> list[Segment]:
     segments: list[Segment] = []
     boundary: str | None = None  # the main path's segment that ends at the last version boundary
-    branch_points: list[tuple[str | None, bool]] = []  # per version: (init, rebase) of its branch and tail
+    # per version: (init, rebase) of its branch and tail
+    branch_points: list[tuple[str | None, bool]] = []
     warm_from = 0  # the global step where the main path's current LR segment (warm-up) starts
     main_lrs = []
     for k, total in enumerate(steps):
@@ -85,18 +89,21 @@ def _path_switching(steps: list[int], decay_fraction: float, rewarm: frozenset[i
         if k > 0:  # the previous version's tail: paid for now, when the new version arrives
             init, rebase = branch_points[k - 1]
             boundary = f"main/v{k}-tail"
-            segments.append(Segment(boundary, MAIN, k, k - 1, False, k - 1, _branch_start(segments, k - 1),
+            segments.append(Segment(boundary, MAIN, k, k - 1, False, k - 1,
+                                    _branch_start(segments, k - 1),
                                     steps[k - 1], init, rebase, main_lrs[k - 1], False))
         branch_points.append((boundary, k > 0))
         if branch_at > 0:
-            segments.append(Segment(f"main/v{k + 1}-head", MAIN, k, k, False, k, 0, branch_at, boundary, k > 0,
+            segments.append(Segment(f"main/v{k + 1}-head", MAIN, k, k, False, k, 0, branch_at,
+                                    boundary, k > 0,
                                     main_lrs[k], False))
             branch_points[k] = (segments[-1].name, False)
         init, rebase = branch_points[k]
         # The branch starts at its version's step branch_at and decays linearly to the minimum.
         branch_lr = LRSegment.of(train, total - branch_at, schedule="wsd", warmup=False,
                                  offset=-branch_at, decay_fraction=1.0)
-        segments.append(Segment(f"release/v{k + 1}", BRANCH, k, k, False, k, branch_at, total, init, rebase,
+        segments.append(Segment(f"release/v{k + 1}", BRANCH, k, k, False, k, branch_at, total,
+                                init, rebase,
                                 branch_lr, True))
     return segments
 
@@ -106,7 +113,8 @@ def _branch_start(segments: list[Segment], data: int) -> int:
     return next(s.start for s in segments if s.role == BRANCH and s.data == data)
 
 
-def plan_cost(segments: list[Segment], versions: int, flops_per_token: list[float], batch_tokens: int,
+def plan_cost(segments: list[Segment], versions: int, flops_per_token: list[float],
+              batch_tokens: int,
               only: set[str] | None = None) -> list[dict]:
     """Per version: the steps, tokens and training FLOPs of the segments it pays for, and the
     running totals. `flops_per_token[k]`: version k's shape; `only`: count just these roles."""

@@ -90,11 +90,13 @@ def _init(config: RunConfig, segment: Segment, segments: dict[str, Segment]) -> 
     if segment.init is None:
         return InitSource("fresh")
     shape_of = config.versions.shape_of
-    grows = shape_of(segments[segment.init].shape, config.model) != shape_of(segment.shape, config.model)
+    grows = (shape_of(segments[segment.init].shape, config.model)
+             != shape_of(segment.shape, config.model))
     if not (segment.rebase and grows):
         return InitSource("checkpoint", spec=segment.init, rebase=segment.rebase)
     # This version boundary grows the model; each boundary draws from its own seed.
-    return InitSource("grow", spec=segment.init, rebase=True, growth=config.versions.data[segment.shape].growth,
+    return InitSource("grow", spec=segment.init, rebase=True,
+                      growth=config.versions.data[segment.shape].growth,
                       seed=config.train.seed + segment.shape)
 
 

@@ -1,4 +1,5 @@
-"""summary.json and report.png of a versions run; each release scored on one common validation set."""
+"""summary.json and report.png of a versions run; each release scored on one common validation
+set."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def segment_result(records: list[Record]) -> dict:
 
 def planned_cost(config: RunConfig, segments: list[Segment], vocab: int) -> list[dict]:
     versions = len(config.versions.data)
-    per_token = [flops_per_token(config.versions.shape_of(k, config.model), vocab, config.data.seq_len)
+    per_token = [flops_per_token(config.versions.shape_of(k, config.model), vocab,
+                                 config.data.seq_len)
                  for k in range(versions)]
     return plan_cost(segments, versions, per_token, config.train.batch_tokens)
 
@@ -75,14 +77,16 @@ def summarise(config: RunConfig, data: VersionData, segments: list[Segment],
     versions, cumulative = [], {"steps": 0, "tokens": 0, "flops": 0.0}
     for index, name in enumerate(names):
         mine = [s for s in trained if s.version == index]
-        measured = {key: sum(done[s.name][key] for s in mine if s.name in done) for key in cumulative}
+        measured = {key: sum(done[s.name][key] for s in mine if s.name in done)
+                    for key in cumulative}
         cumulative = {key: cumulative[key] + measured[key] for key in cumulative}
         release = next((s for s in mine if s.release and s.name in done), None)
         export = storage.join(run_dir, *release.name.split("/"), EXPORT_DIR) if release else None
         growth = next((outcome.growths[s.name] for s in mine if s.name in outcome.growths), None)
         versions.append({
             "name": name, "steps": data.steps[index], "dataset": data.own[index], "release": export,
-            "release_val_loss": (release_loss(export, val_dataset, val_rows, config.train.micro_batch)
+            "release_val_loss": (release_loss(export, val_dataset, val_rows,
+                                              config.train.micro_batch)
                                  if export else None),
             "growth": ({k: v for k, v in dataclasses.asdict(growth).items() if k != "masks"}
                        if growth else None),
@@ -92,8 +96,10 @@ def summarise(config: RunConfig, data: VersionData, segments: list[Segment],
         "name": config.name, "mode": config.versions.mode,
         "decay_fraction": config.versions.decay_fraction, "complete": outcome.complete,
         "versions": versions,
-        "segments": [{"name": s.name, "role": s.role, "version": names[s.version], "data": names[s.data],
-                      "cumulative_data": s.cumulative, "start": s.start, "end": s.end, "init": s.init,
+        "segments": [{"name": s.name, "role": s.role, "version": names[s.version],
+                      "data": names[s.data],
+                      "cumulative_data": s.cumulative, "start": s.start, "end": s.end,
+                      "init": s.init,
                       **done.get(s.name, {})} for s in trained],
         "total": cumulative, "validation": {"dataset": val_dataset, "rows": val_rows},
         "wall_s": outcome.wall_s, "config": config.to_dict(),
@@ -118,9 +124,11 @@ def plot_versions(run_dir: str, summary: dict, specs: list[StageSpec]) -> None:
     lr_axis.set(xlabel="tokens seen by the path", ylabel="learning rate", title=summary["mode"])
     lr_axis.legend(fontsize=7)
     scored = [v for v in summary["versions"] if v["release_val_loss"] is not None]
-    loss_axis.plot([v["cumulative"]["flops"] for v in scored], [v["release_val_loss"] for v in scored], "o-")
+    loss_axis.plot([v["cumulative"]["flops"] for v in scored],
+                   [v["release_val_loss"] for v in scored], "o-")
     for version in scored:
-        loss_axis.annotate(version["name"], (version["cumulative"]["flops"], version["release_val_loss"]))
+        loss_axis.annotate(version["name"],
+                           (version["cumulative"]["flops"], version["release_val_loss"]))
     loss_axis.set(xlabel="cumulative training FLOPs", ylabel="release loss, common validation set")
     for axis in (lr_axis, loss_axis):
         axis.grid(alpha=0.3)

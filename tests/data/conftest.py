@@ -60,8 +60,8 @@ def make_bpe_dir():
         raw.train_from_iterator(["the cat sat on the mat", "the dog ate the cat food",
                                  "a mat for the dog and the cat"] * 5, trainer=trainer)
         specials = {"eos_token": eos, "bos_token": "<bos>"} if eos else {}
-        PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", **specials).save_pretrained(
-            str(directory))
+        PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>",
+                                **specials).save_pretrained(str(directory))
         return directory
 
     return build
@@ -69,7 +69,8 @@ def make_bpe_dir():
 
 @pytest.fixture
 def make_config(tmp_path: Path):
-    """Build a tiny run config: `make_config(source=..., storage=...)`; seq_len 32, 8 rows per shard."""
+    """Build a tiny run config: `make_config(source=..., storage=...)`; seq_len 32, 8 rows per
+    shard."""
 
     def build(storage: Path | str = tmp_path / "runs", **data: object) -> RunConfig:
         fields = {"seq_len": 32, "rows_per_shard": 8, "val_fraction": 0.25, **data}

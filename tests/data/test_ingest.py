@@ -88,9 +88,9 @@ def test_a_step_out_of_plan_rebuilds_the_pipeline_from_that_position(ray_local, 
 
 
 def test_rows_that_cannot_be_read_are_one_line_naming_the_timeout(ray_local, tmp_path):
-    """Training holds every CPU (a placement group here; a known Ray Data hang: its read task never gets one): the wait
-    is reported within data.ingest_timeout_s, not waited on forever; once CPUs free up the
-    pipeline goes on."""
+    """Training holds every CPU (here a placement group does; a known Ray Data hang: its read
+    task never gets one): the wait is reported within data.ingest_timeout_s, not waited on
+    forever; once CPUs free up the pipeline goes on."""
     dataset = write_dataset(tmp_path, train_rows=50, rows_per_shard=7)
     data = dataclasses.replace(DATA, ingest_timeout_s=8)
     from ray.util.placement_group import placement_group, remove_placement_group
@@ -117,7 +117,8 @@ def test_a_damaged_shard_is_the_readers_one_line_error(ray_local, tmp_path):
     with pytest.raises(DataError) as caught:
         stream.batch(0, planned(0, 3))
     message = str(caught.value)
-    assert "\n" not in message and "is unreadable" in message and "prepare the data again" in message
+    assert "\n" not in message and "is unreadable" in message
+    assert "prepare the data again" in message
     stream.close()
 
 
@@ -156,7 +157,8 @@ def test_two_workers_on_a_two_cpu_cluster_leave_ray_data_a_cpu_and_finish(tmp_pa
     assert result["worker_cpus"] == 0.75 and result["steps"] == 4
     trained = []
     for path in sorted((Path(result["run_dir"]) / "stage-0" / "rows").glob("rank-*.jsonl")):
-        trained += [row for line in path.read_text().splitlines() for row in json.loads(line)["rows"]]
+        trained += [row for line in path.read_text().splitlines()
+                    for row in json.loads(line)["rows"]]
     stream = PackedRows(result["dataset"], "train", 0, 2)
     assert sorted(trained) == sorted(stream.take(0, 4 * 16)[0].tolist())  # 16 rows a step
     assert len(set(trained)) == len(trained)

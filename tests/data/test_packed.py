@@ -15,7 +15,8 @@ SEQ_LEN = 4
 ROW = SEQ_LEN + 1
 
 
-def write_dataset(directory: Path, train_rows: int = 50, val_rows: int = 6, rows_per_shard: int = 7) -> Path:
+def write_dataset(directory: Path, train_rows: int = 50, val_rows: int = 6,
+                  rows_per_shard: int = 7) -> Path:
     """A dataset whose row r holds the tokens r*ROW .. r*ROW+ROW-1, so tokens reveal the row id."""
     directory.mkdir(parents=True, exist_ok=True)
     writers = {}
@@ -28,7 +29,8 @@ def write_dataset(directory: Path, train_rows: int = 50, val_rows: int = 6, rows
         assert writer.dropped_tokens == 3
         writers[split] = writer
     Manifest(seq_len=SEQ_LEN, tokenizer="byte", tokenizer_fingerprint="byte-v1", vocab_size=1 << 20,
-             eos_id=0, train_shards=writers["train"].shards, train_shard_rows=writers["train"].shard_rows,
+             eos_id=0, train_shards=writers["train"].shards,
+             train_shard_rows=writers["train"].shard_rows,
              val_shards=writers["val"].shards, val_shard_rows=writers["val"].shard_rows,
              train_rows=train_rows, val_rows=val_rows, train_tokens=train_rows * ROW, documents=1,
              replaced_documents=0, source="test").save(str(directory))
@@ -159,7 +161,8 @@ def test_uneven_takes_cover_each_epoch_exactly_once(dataset: Path, seed: int, wi
     assert seen[:50] != sorted(seen[:50])  # shuffled
 
 
-def test_a_window_reads_only_its_shards_and_a_fresh_reader_resumes_mid_window(dataset: Path) -> None:
+def test_a_window_reads_only_its_shards_and_a_fresh_reader_resumes_mid_window(
+        dataset: Path) -> None:
     rows = PackedRows(str(dataset), shuffle_seed=5, window=2)
     order = rows.row_ids(0, 50)
     shard_of = order // 7  # 7 rows per shard, the last shard has 1
@@ -186,7 +189,8 @@ def test_streaming_order_is_pinned(dataset: Path) -> None:
 PINNED = [12, 8, 43, 10, 9, 11, 44, 42, 46, 7, 47, 45]  # shards 1 and 6 form the first window
 
 
-def test_sequential_reading_reads_each_shard_once_per_epoch_with_a_bounded_cache(tmp_path: Path) -> None:
+def test_sequential_reading_reads_each_shard_once_per_epoch_with_a_bounded_cache(
+        tmp_path: Path) -> None:
     dataset = write_dataset(tmp_path / "wide", train_rows=40 * 7, rows_per_shard=7)
     rows = PackedRows(str(dataset), shuffle_seed=1, window=3)
     held = []
@@ -224,8 +228,10 @@ def test_reader_memory_stays_flat_when_the_corpus_grows_tenfold(tmp_path: Path) 
         val = ShardWriter(str(directory), "val", 127, 4096)
         val.add(np.zeros(128, dtype=np.int32))
         val.finish()
-        Manifest(seq_len=127, tokenizer="byte", tokenizer_fingerprint="byte-v1", vocab_size=256, eos_id=0,
-                 train_shards=writer.shards, train_shard_rows=writer.shard_rows, val_shards=val.shards,
+        Manifest(seq_len=127, tokenizer="byte", tokenizer_fingerprint="byte-v1",
+                 vocab_size=256, eos_id=0,
+                 train_shards=writer.shards, train_shard_rows=writer.shard_rows,
+                 val_shards=val.shards,
                  val_shard_rows=val.shard_rows, train_rows=writer.rows, val_rows=1,
                  train_tokens=writer.rows * 128, documents=1, replaced_documents=0,
                  source="test").save(str(directory))

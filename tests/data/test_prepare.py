@@ -23,11 +23,13 @@ def split_rows(directory: str, split: str) -> np.ndarray:
 
 
 def documents_in(rows: np.ndarray, eos_id: int) -> list[str]:
-    """The complete documents in a split's rows: the pieces between EOS tokens (the last one may be cut)."""
+    """The complete documents in a split's rows: the pieces between EOS tokens (the last one may be
+    cut)."""
     stream = rows.reshape(-1)
     ends = np.flatnonzero(stream == eos_id)
     starts = np.concatenate([[0], ends[:-1] + 1])
-    return [bytes(stream[start:end].astype(np.uint8)).decode("utf-8") for start, end in zip(starts, ends)]
+    return [bytes(stream[start:end].astype(np.uint8)).decode("utf-8")
+            for start, end in zip(starts, ends)]
 
 
 def test_prepare_mixed_corpus(ray_local, corpus, make_config) -> None:
@@ -88,7 +90,8 @@ def test_max_documents_takes_the_first_documents(ray_local, corpus, make_config)
     # the first 15 records: 10 .txt files and 5 jsonl lines (one of them a null text)
     assert manifest.documents == sum(1 for text in texts[:15] if text.strip())
     directory = dataset_dir(config)
-    seen = documents_in(split_rows(directory, "train"), 256) + documents_in(split_rows(directory, "val"), 256)
+    seen = (documents_in(split_rows(directory, "train"), 256)
+            + documents_in(split_rows(directory, "val"), 256))
     assert set(seen) <= set(texts[:15])
 
 
@@ -107,7 +110,8 @@ def test_hugging_face_tokenizer(ray_local, tmp_path, make_config, make_bpe_dir) 
     for index, text in enumerate(texts):
         (source / f"{index:02d}.txt").write_text(text)
     tokenizer_dir = make_bpe_dir(tmp_path / "bpe")
-    config = make_config(source=str(source), tokenizer=str(tokenizer_dir), seq_len=8, val_fraction=0.3)
+    config = make_config(source=str(source), tokenizer=str(tokenizer_dir), seq_len=8,
+                         val_fraction=0.3)
     manifest = prepare(config, show_progress=False)
     tokenizer = load_tokenizer(str(tokenizer_dir))
     assert (manifest.vocab_size, manifest.eos_id) == (tokenizer.vocab_size, tokenizer.eos_id)

@@ -1,4 +1,5 @@
-"""Sources and check_sources: which files a source names, their documents, clear refusals (no Ray)."""
+"""Sources and check_sources: which files a source names, their documents, clear refusals (no
+Ray)."""
 
 from __future__ import annotations
 
@@ -128,12 +129,14 @@ def test_text_field_is_used(tmp_path: Path) -> None:
 
 def test_bad_tokenizer_is_caught_early(corpus) -> None:
     root, _ = corpus
-    assert "data.tokenizer" in refused(DataConfig(source=str(root), tokenizer=str(root / "missing")))
+    assert "data.tokenizer" in refused(DataConfig(source=str(root),
+                                                  tokenizer=str(root / "missing")))
 
 
 def test_non_utf8_is_replaced_and_flagged(tmp_path: Path) -> None:
     (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
-    (tmp_path / "bad.jsonl").write_bytes(b'{"text": "a\xff"}\n{"text": "fine"}\n{"text": "\\ud800x"}\n')
+    (tmp_path / "bad.jsonl").write_bytes(b'{"text": "a\xff"}\n{"text": "fine"}\n'
+                                         b'{"text": "\\ud800x"}\n')
     documents = [document for file in resolve_source(str(tmp_path))
                  for document in read_documents(file, "text")]
     assert [(d.text, d.replaced) for d in documents] == [

@@ -90,7 +90,8 @@ def test_tokenizer_path_that_is_a_file(tmp_path: Path) -> None:
     assert "is not a directory" in one_line(error)
 
 
-@pytest.mark.parametrize("files", [{}, {"tokenizer.json": "{not json", "tokenizer_config.json": "{}"}],
+@pytest.mark.parametrize("files",
+                         [{}, {"tokenizer.json": "{not json", "tokenizer_config.json": "{}"}],
                          ids=["empty", "garbage"])
 def test_invalid_tokenizer_directory(tmp_path: Path, files: dict[str, str]) -> None:
     for name, content in files.items():

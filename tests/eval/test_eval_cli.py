@@ -47,7 +47,8 @@ def test_an_export_gives_a_table_and_json(export, capsys):
     assert "counting" in out and "symbolic_mapping" in out and "0.417" in out  # chance column
     result = json.loads((export / "eval.json").read_text())
     assert set(result["scores"]) == {"counting", "symbolic_mapping"} and result["key"]["limit"] == 2
-    assert main(["eval", str(export), "--tasks", "head_tail", "--limit", "1", "--shots", "0", "--json",
+    assert main(["eval", str(export), "--tasks", "head_tail", "--limit", "1", "--shots",
+                 "0", "--json",
                  "--out", str(export / "other.json")]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["scores"]["head_tail"]["shots"] == 0
@@ -55,13 +56,15 @@ def test_an_export_gives_a_table_and_json(export, capsys):
 
 
 def test_stages_all_gives_the_inheritance_table_and_plot(run_dir, capsys):
-    assert main(["eval", str(run_dir), "--stages", "all", "--tasks", "full_repeating", "--limit", "2"]) == 0
+    assert main(["eval", str(run_dir), "--stages", "all", "--tasks", "full_repeating",
+                 "--limit", "2"]) == 0
     out = capsys.readouterr().out
     assert "stage 0" in out and "stage 1" in out
     results = json.loads((run_dir / "eval_stages.json").read_text())
     assert [(r["stage"], r["flops"]) for r in results] == [(0, 1e9), (1, 4e9)]  # cumulative FLOPs
     assert (run_dir / "eval_stages.png").stat().st_size > 1000
-    assert main(["eval", str(run_dir), "--stages", "1", "--tasks", "counting", "--limit", "1", "--json"]) == 0
+    assert main(["eval", str(run_dir), "--stages", "1", "--tasks", "counting", "--limit", "1",
+                 "--json"]) == 0
     assert [r["stage"] for r in json.loads(capsys.readouterr().out)] == [1]
 
 
@@ -77,13 +80,15 @@ def test_write_lm_eval_tasks(tmp_path, capsys):
     from raygrow.eval.harness import task_manager
 
     manager = task_manager(str(out))  # lm-eval itself finds the tasks and the group
-    assert {"raygrow_iq", "raygrow_iq_counting", "raygrow_iq_head_slicing"} <= set(manager.all_tasks)
+    assert {"raygrow_iq", "raygrow_iq_counting",
+            "raygrow_iq_head_slicing"} <= set(manager.all_tasks)
 
 
 def test_bad_input_is_one_line_exit_2_and_nothing_written(export, run_dir, tmp_path, capsys):
     before = sorted(p.name for p in export.iterdir())
     assert "'nope'" in refused(["eval", str(export), "--tasks", "counting,nope"], capsys)
-    assert "--shots: 9 is more than task counting" in refused(["eval", str(export), "--shots", "9"], capsys)
+    assert "--shots: 9 is more than task counting" in refused(["eval", str(export),
+                                                               "--shots", "9"], capsys)
     assert "is not a model directory" in refused(["eval", str(tmp_path)], capsys)
     assert "no such directory" in refused(["eval", str(tmp_path / "missing")], capsys)
     (tmp_path / "config.json").write_text("{}")
@@ -96,6 +101,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(export, run_dir, tmp_p
     assert "lm-eval:arc_easy: its dataset is not on this machine" in refused(
         ["eval", str(export), "--tasks", "counting,lm-eval:arc_easy"], capsys)
     assert "writes IQ tasks only" in refused(
-        ["eval", "--write-lm-eval-tasks", str(tmp_path / "t"), "--tasks", "lm-eval:arc_easy"], capsys)
+        ["eval", "--write-lm-eval-tasks", str(tmp_path / "t"), "--tasks", "lm-eval:arc_easy"],
+        capsys)
     assert sorted(p.name for p in export.iterdir()) == before
     assert not (run_dir / "eval_stages.json").exists() and not (tmp_path / "t").exists()

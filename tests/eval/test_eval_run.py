@@ -40,7 +40,8 @@ def test_each_stage_export_and_the_grown_init_are_scored(evaluated):
         ("stage-0", "export"), ("stage-1", "export"), ("stage-1", "grown")]
     for record in records:
         assert set(record.scores) == set(TASKS) and record.key["limit"] == 3
-        assert all(s["items"] == 3 and 0.0 <= s["exact_match"] <= 1.0 for s in record.scores.values())
+        assert all(s["items"] == 3 and 0.0 <= s["exact_match"] <= 1.0
+                   for s in record.scores.values())
     assert (run_dir / "stage-1" / "init-export" / "config.json").is_file()
     on_disk = json.loads((run_dir / "summary.json").read_text())
     for index in range(2):

@@ -35,7 +35,8 @@ def save_export(model, directory) -> str:
 
 def tiny_model(seed: int = 0):
     tokenizer = ByteTokenizer()
-    return build_model(Shape(layers=2, hidden=128, heads=4, ffn=256), tokenizer.vocab_size, seed=seed,
+    return build_model(Shape(layers=2, hidden=128, heads=4, ffn=256),
+                       tokenizer.vocab_size, seed=seed,
                        eos_id=tokenizer.eos_id, bos_id=tokenizer.bos_id)
 
 
@@ -48,7 +49,8 @@ def train_on_generators(model, tasks, steps: int, batch: int = 32, lr: float = 5
     """A plain torch loop on the tasks' own generators (TRAIN_SEED), loss on the answers only."""
     eos = ByteTokenizer.eos_id
     texts = [text for name in tasks
-             for text in training_text(name, TRAIN_SEED, steps * batch // len(tasks), TRAINED_SHOTS[name])]
+             for text in training_text(name, TRAIN_SEED, steps * batch // len(tasks),
+                                       TRAINED_SHOTS[name])]
     random.Random(0).shuffle(texts)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -104,7 +106,8 @@ def test_pattern_mining_shots_share_the_item_rule():
     heads = {answer[:2] for _, answer in pairs} | {entry.answer[:2]}
     assert len(heads) == 1 and all(answer[2:-2] == question for question, answer in pairs)
     repeats = items("full_repeating", 3, 20, 1)
-    assert {len(e.answer) // len(e.prompt.rsplit("Q: ", 1)[1].split("\n")[0]) for e in repeats} == {2, 3}
+    assert {len(e.answer) // len(e.prompt.rsplit("Q: ", 1)[1].split("\n")[0])
+            for e in repeats} == {2, 3}
 
 
 def test_supporting_facts_answers_are_places_of_the_story():
@@ -146,11 +149,13 @@ def test_an_untrained_model_scores_near_chance_and_repeats_exactly(untrained):
 
 def test_a_model_trained_on_the_generators_scores_far_above_untrained(trained, untrained):
     def scores(export: str) -> dict:
-        return {name: evaluate_export(export, EvalConfig(tasks=[name], shots=shots, limit=40))["scores"][name]
+        return {name: evaluate_export(export, EvalConfig(tasks=[name], shots=shots,
+                                                         limit=40))["scores"][name]
                 for name, shots in TRAINED_SHOTS.items()}
 
     after, before = scores(trained), scores(untrained)
-    print(json.dumps({name: (before[name]["exact_match"], after[name]["exact_match"]) for name in after}))
+    print(json.dumps({name: (before[name]["exact_match"], after[name]["exact_match"])
+                      for name in after}))
     assert after["full_repeating"]["exact_match"] >= 0.5
     assert after["counting"]["exact_match"] >= 0.8  # measured: 1.0 (full_repeating 0.625)
     for name in TRAINED_TASKS:
@@ -166,11 +171,14 @@ def test_lm_eval_scores_the_written_iq_task_like_raygrow(trained, tmp_path):
                         max_new_tokens=16)
     names = write_iq_tasks(str(tmp_path), config)
     assert names == ["raygrow_iq_full_repeating"]
-    rows = [json.loads(line) for line in (tmp_path / "raygrow_iq_full_repeating.jsonl").read_text().splitlines()]
-    assert [row["answer"] for row in rows] == [e.answer for e in items("full_repeating", 1234, 6, 1)]
+    rows = [json.loads(line)
+            for line in (tmp_path / "raygrow_iq_full_repeating.jsonl").read_text().splitlines()]
+    assert [row["answer"] for row in rows] == [e.answer
+                                               for e in items("full_repeating", 1234, 6, 1)]
     model, tokenizer = load_export(trained)
     ours = evaluate_loaded(model, tokenizer, config)["full_repeating"]["exact_match"]
-    theirs = lm_eval_scores(model, tokenizer, names, EvalConfig(tasks=["lm-eval:" + names[0]], limit=6,
+    theirs = lm_eval_scores(model, tokenizer, names,
+                            EvalConfig(tasks=["lm-eval:" + names[0]], limit=6,
                                                                  max_new_tokens=16), str(tmp_path))
     assert theirs[names[0]]["samples"] == 6
     assert theirs[names[0]]["exact_match,strip"] == pytest.approx(ours)
@@ -182,6 +190,8 @@ def test_eval_may_be_added_or_changed_between_invocations_of_a_run():
 
     plan = {"model": {"layers": 1, "hidden": 32, "heads": 2, "ffn": 64}}
     without = run_inputs(from_dict(RunConfig, plan).to_dict(), "data")
-    with_eval = run_inputs(from_dict(RunConfig, {**plan, "eval": {"tasks": ["counting"]}}).to_dict(), "data")
+    with_eval = run_inputs(
+        from_dict(RunConfig, {**plan, "eval": {"tasks": ["counting"]}}).to_dict(), "data")
     assert first_change(without, with_eval) is None
-    assert not any(key.startswith("eval") for key in without)  # a run from before `eval` resumes too
+    # a run from before `eval` resumes too
+    assert not any(key.startswith("eval") for key in without)

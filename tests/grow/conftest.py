@@ -34,8 +34,10 @@ class Kit:
             state.params[name] = 1 + 0.3 * noise if name.endswith("norm.weight") else 0.3 * noise
         if moments:
             generator = torch.Generator().manual_seed(seed + 100)
-            state.exp_avg = {k: torch.randn(v.shape, generator=generator) for k, v in state.params.items()}
-            state.exp_avg_sq = {k: torch.rand(v.shape, generator=generator) for k, v in state.params.items()}
+            state.exp_avg = {k: torch.randn(v.shape, generator=generator)
+                             for k, v in state.params.items()}
+            state.exp_avg_sq = {k: torch.rand(v.shape, generator=generator)
+                                for k, v in state.params.items()}
             state.step = step
         return state
 
@@ -49,11 +51,14 @@ class Kit:
 
     @staticmethod
     def batch(seed: int = 0, rows: int = 4, seq_len: int = 16) -> torch.Tensor:
-        return torch.randint(0, VOCAB, (rows, seq_len), generator=torch.Generator().manual_seed(seed))
+        return torch.randint(0, VOCAB, (rows, seq_len),
+                             generator=torch.Generator().manual_seed(seed))
 
     @staticmethod
-    def train(model, tokens: torch.Tensor, steps: int, lr: float = 1e-2, before_step=None) -> list[float]:
-        """Losses of `steps` AdamW steps on one fixed batch; before_step(step) runs ahead of each."""
+    def train(model, tokens: torch.Tensor, steps: int, lr: float = 1e-2,
+              before_step=None) -> list[float]:
+        """Losses of `steps` AdamW steps on one fixed batch; before_step(step) runs ahead of
+        each."""
         torch.manual_seed(0)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
         losses = []

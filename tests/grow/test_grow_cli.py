@@ -29,14 +29,17 @@ def grow_cli(*argv: str) -> int:
 
 def test_preserving_growth_round_trip(export, tmp_path, kit, capsys):
     out = tmp_path / "grown"
-    code = grow_cli(export, "--to", "layers=4,hidden=32", "--depth-op", "zero", "--width-op", "split",
+    code = grow_cli(export, "--to", "layers=4,hidden=32", "--depth-op", "zero",
+                    "--width-op", "split",
                     "--out", out)
     assert code == 0
     printed = capsys.readouterr().out
     assert "function-preserving: yes" in printed
     grown = AutoModelForCausalLM.from_pretrained(out)
-    assert (grown.config.num_hidden_layers, grown.config.hidden_size, grown.config.num_key_value_heads) == (4, 32, 4)
-    assert grown.config.intermediate_size == 48  # ffn kept its ratio to hidden, heads kept head_dim 4
+    assert (grown.config.num_hidden_layers, grown.config.hidden_size,
+            grown.config.num_key_value_heads) == (4, 32, 4)
+    # ffn kept its ratio to hidden, heads kept head_dim 4
+    assert grown.config.intermediate_size == 48
     source = AutoModelForCausalLM.from_pretrained(export)
     assert max_logit_difference(source, grown, kit.vocab) <= 1e-4
     assert (out / "tokenizer.json").read_text() == (export / "tokenizer.json").read_text()
@@ -46,16 +49,19 @@ def test_preserving_growth_round_trip(export, tmp_path, kit, capsys):
 
 def test_stack_with_layer_order(export, tmp_path, capsys):
     out = tmp_path / "stacked"
-    assert grow_cli(export, "--to", "layers=3", "--depth-op", "stack", "--layer-order", "0,1,1", "--out", out) == 0
+    assert grow_cli(export, "--to", "layers=3", "--depth-op", "stack", "--layer-order", "0,1,1",
+                    "--out", out) == 0
     assert "function-preserving: no" in capsys.readouterr().out
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 3
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--to", "layers=4", "--depth-op", "masked"], "--depth-op: masked growth needs a training ramp"),
+    (["--to", "layers=4", "--depth-op", "masked"],
+     "--depth-op: masked growth needs a training ramp"),
     (["--to", "layers=4"], "depth_op:"),
     (["--to", "layers=4,depth=2", "--depth-op", "stack"], "--to: unknown key 'depth'"),
-    (["--to", "hidden=24,heads=6", "--width-op", "hyperclone"], "hidden: hyperclone needs an integer multiple"),
+    (["--to", "hidden=24,heads=6", "--width-op", "hyperclone"],
+     "hidden: hyperclone needs an integer multiple"),
     (["--to", "layers=4", "--depth-op", "stack", "--layer-order", "0,x"], "--layer-order:"),
 ])
 def test_refusals_are_one_line(export, tmp_path, capsys, argv, message):
@@ -69,7 +75,8 @@ def test_refuses_a_source_without_weights(tmp_path, export, capsys):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text((export / "config.json").read_text())
-    assert grow_cli(broken, "--to", "layers=4", "--depth-op", "stack", "--out", tmp_path / "out") == 2
+    assert grow_cli(broken, "--to", "layers=4", "--depth-op", "stack", "--out",
+                    tmp_path / "out") == 2
     assert "SRC_DIR: cannot load the model" in capsys.readouterr().err
 
 

@@ -13,7 +13,8 @@ from raygrow.grow.state import BLOCK_TENSORS, EMBED, FINAL_NORM, LM_HEAD, layer_
 def assert_blocks_copied(grown: dict, source: dict, order: list[int]) -> None:
     for target_layer, source_layer in enumerate(order):
         for tensor in BLOCK_TENSORS:
-            assert torch.equal(grown[layer_key(target_layer, tensor)], source[layer_key(source_layer, tensor)])
+            assert torch.equal(grown[layer_key(target_layer, tensor)],
+                               source[layer_key(source_layer, tensor)])
 
 
 @pytest.mark.parametrize("order, layers", [
@@ -51,11 +52,13 @@ def test_zero_blocks_are_identities_that_still_learn(kit):
     source, target = kit.shape(layers=2), kit.shape(layers=4)
     state = kit.state(source)
     result = grow(state, source, target, kit.vocab, "zero", None)
-    new_layers = [layer for layer, src in enumerate(layer_sources("zero", 2, 4, None)) if src is None]
+    new_layers = [layer for layer, src in enumerate(layer_sources("zero", 2, 4, None))
+                  if src is None]
     for layer in new_layers:
         for tensor in ("self_attn.o_proj.weight", "mlp.down_proj.weight"):
             assert not result.state.params[layer_key(layer, tensor)].any()
-        assert result.state.params[layer_key(layer, "mlp.up_proj.weight")].std() > 0.01  # random, not copied
+        # random, not copied
+        assert result.state.params[layer_key(layer, "mlp.up_proj.weight")].std() > 0.01
     model = load_into_model(result.state, target, kit.vocab)
     tokens = kit.batch()
     model(tokens, labels=tokens).loss.backward()

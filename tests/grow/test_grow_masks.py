@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from raygrow.errors import RaygrowError
-from raygrow.grow import MaskSpec, apply_masks, fold, grow, load_into_model, mask_value, set_mask_value
+from raygrow.grow import (MaskSpec, apply_masks, fold, grow, load_into_model, mask_value,
+                          set_mask_value)
 
 
 def masked_growth(kit):
@@ -44,8 +45,10 @@ def test_ramp_trains_and_folds_to_a_plain_model(kit):
     fold(model)
     assert torch.equal(logits(model, tokens), before)
     assert not any("raygrow" in name for name, _ in model.named_buffers())
-    assert all(not module._forward_hooks and not module._forward_pre_hooks for module in model.modules())
-    plain = load_into_model(type(result.state)(params=dict(model.named_parameters())), result.shape, kit.vocab)
+    assert all(not module._forward_hooks and not module._forward_pre_hooks
+               for module in model.modules())
+    plain = load_into_model(type(result.state)(params=dict(model.named_parameters())),
+                            result.shape, kit.vocab)
     assert torch.equal(logits(plain, tokens), before)
 
 
@@ -105,7 +108,8 @@ def test_masks_follow_dtype_casts(kit):
     model = load_into_model(result.state, result.shape, kit.vocab)
     apply_masks(model, result.masks, value=0.5)
     model.to(torch.bfloat16)
-    assert all(buffer.dtype == torch.bfloat16 for name, buffer in model.named_buffers() if "raygrow" in name)
+    assert all(buffer.dtype == torch.bfloat16 for name, buffer in model.named_buffers()
+               if "raygrow" in name)
     assert torch.isfinite(logits(model, kit.batch())).all()
     set_mask_value(model, 1.0)
     assert torch.equal(logits(model, kit.batch()), logits(plain, kit.batch()))

@@ -39,7 +39,8 @@ def test_carry_puts_old_moments_in_the_old_block(kit):
     state, result = grow_ffn(kit, "carry")
     assert_moment_shapes(result, kit)
     assert result.state.step == 7
-    for table, old in ((result.state.exp_avg, state.exp_avg), (result.state.exp_avg_sq, state.exp_avg_sq)):
+    for table, old in ((result.state.exp_avg, state.exp_avg),
+                       (result.state.exp_avg_sq, state.exp_avg_sq)):
         assert torch.equal(table[UP][:24], old[UP]) and not table[UP][24:].any()
         assert torch.equal(table[DOWN][:, :24], old[DOWN]) and not table[DOWN][:, 24:].any()
         assert torch.equal(table[EMBED], old[EMBED])
@@ -50,7 +51,8 @@ def test_transform_maps_moments_like_the_weights(kit):
     assert_moment_shapes(result, kit)
     assert result.state.step == 7
     units = copied_units(state, result)
-    copies = torch.ones(24).index_add_(0, torch.tensor(units), torch.ones(16))  # fan-in factor is 1 / copies
+    # fan-in factor is 1 / copies
+    copies = torch.ones(24).index_add_(0, torch.tensor(units), torch.ones(16))
     exp_avg, exp_avg_sq = result.state.exp_avg, result.state.exp_avg_sq
     assert torch.equal(exp_avg[UP][24:], state.exp_avg[UP][units])  # copied rows: copied moments
     assert torch.allclose(exp_avg[DOWN][:, :24], state.exp_avg[DOWN] / copies)
@@ -84,7 +86,8 @@ def test_new_masked_blocks_start_with_zero_moments(kit):
 
 def test_no_moments_stay_no_moments(kit):
     source, target = kit.shape(), kit.shape(layers=4, hidden=32, heads=8, kv_heads=4, ffn=48)
-    result = grow(kit.state(source), source, target, kit.vocab, "zero", "split", optimizer="transform")
+    result = grow(kit.state(source), source, target, kit.vocab, "zero", "split",
+                  optimizer="transform")
     assert result.state.exp_avg == {} and result.state.exp_avg_sq == {}
 
 
@@ -104,5 +107,6 @@ def test_combined_defaults(kit, depth_op, width_op, optimizer, lr):
 def test_operator_table_declares_every_operator():
     assert set(OPERATORS["depth"]) == {"stack", "interleave", "zero", "masked"}
     assert set(OPERATORS["width"]) == {"split", "hyperclone", "zero", "masked"}
-    assert OPERATORS["depth"]["stack"].optimizer == "reset" and not OPERATORS["depth"]["stack"].function_preserving
+    assert (OPERATORS["depth"]["stack"].optimizer == "reset"
+            and not OPERATORS["depth"]["stack"].function_preserving)
     assert OPERATORS["width"]["masked"].masked and OPERATORS["width"]["masked"].function_preserving

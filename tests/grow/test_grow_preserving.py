@@ -20,7 +20,8 @@ CASES = [
     ("masked-width-uneven", dict(hidden=24, heads=6, kv_heads=2, ffn=30), None, "masked"),
     ("zero+zero", dict(layers=8, hidden=32, heads=8, kv_heads=2, ffn=50), "zero", "zero"),
     ("zero+split", dict(layers=8, hidden=32, heads=8, kv_heads=4, ffn=50), "zero", "split"),
-    ("masked+hyperclone", dict(layers=8, hidden=32, heads=8, kv_heads=4, ffn=48), "masked", "hyperclone"),
+    ("masked+hyperclone", dict(layers=8, hidden=32, heads=8, kv_heads=4, ffn=48), "masked",
+     "hyperclone"),
     ("masked+masked", dict(layers=3, hidden=24, heads=6, kv_heads=3, ffn=30), "masked", "masked"),
     ("masked+zero", dict(layers=4, hidden=24, heads=6, kv_heads=2, ffn=30), "masked", "zero"),
 ]
@@ -63,7 +64,8 @@ def test_preserving_growth_keeps_logits(kit, target_fields, depth_op, width_op, 
     state = kit.state(source)
     result = grow(state, source, target, kit.vocab, depth_op, width_op)
     assert result.function_preserving
-    difference = max_logit_difference(load_into_model(state, source, kit.vocab), kit.model(result), kit.vocab)
+    difference = max_logit_difference(load_into_model(state, source, kit.vocab),
+                                      kit.model(result), kit.vocab)
     print(f"max |logit diff| {family} {depth_op}/{width_op} tied={tied}: {difference:.2e}")
     assert difference <= PRESERVATION_TOLERANCE
 
@@ -74,7 +76,8 @@ def test_uneven_hidden_split_is_declared_not_preserving(kit):
     state = kit.state(source)
     result = grow(state, source, target, kit.vocab, None, "split")
     assert not result.function_preserving
-    drift = max_logit_difference(load_into_model(state, source, kit.vocab), kit.model(result), kit.vocab)
+    drift = max_logit_difference(load_into_model(state, source, kit.vocab),
+                                 kit.model(result), kit.vocab)
     print(f"uneven hidden split drift: {drift:.2e}")
     assert drift > PRESERVATION_TOLERANCE  # the claim is honest: it really is not exact
 

@@ -29,9 +29,11 @@ REFUSALS = [
     ("shrink-kv-heads", dict(hidden=32, heads=8, kv_heads=1), None, "split", {}, "kv_heads"),
     ("head-dim-changes", dict(hidden=32, heads=4, kv_heads=2), None, "split", {}, "heads"),
     ("kv-group-shrinks", dict(hidden=32, heads=8, kv_heads=8), None, "split", {}, "kv_heads"),
-    ("hyperclone-hidden", dict(hidden=24, heads=6, kv_heads=2, ffn=48), None, "hyperclone", {}, "hidden"),
+    ("hyperclone-hidden", dict(hidden=24, heads=6, kv_heads=2, ffn=48), None, "hyperclone",
+     {}, "hidden"),
     ("hyperclone-ffn", dict(ffn=36), None, "hyperclone", {}, "ffn"),
-    ("hyperclone-kv", dict(hidden=48, heads=12, kv_heads=3, ffn=48), None, "hyperclone", {}, "kv_heads"),
+    ("hyperclone-kv", dict(hidden=48, heads=12, kv_heads=3, ffn=48), None, "hyperclone", {},
+     "kv_heads"),
     ("unknown-depth-op", dict(layers=4), "grow", None, {}, "depth_op"),
     ("unknown-width-op", WIDER, None, "net2net", {}, "width_op"),
     ("unknown-optimizer", dict(layers=4), "stack", None, {"optimizer": "sgd"}, "optimizer"),
@@ -40,14 +42,16 @@ REFUSALS = [
     ("ffn-without-op", dict(ffn=32), None, None, {}, "width_op"),
     ("interleave-not-multiple", dict(layers=3), "interleave", None, {}, "layers"),
     ("stack-not-multiple", dict(layers=3), "stack", None, {}, "layers"),
-    ("order-wrong-length", dict(layers=4), "stack", None, {"layer_order": [0, 1, 0]}, "layer_order"),
+    ("order-wrong-length", dict(layers=4), "stack", None, {"layer_order": [0, 1, 0]},
+     "layer_order"),
     ("order-bad-layer", dict(layers=3), "stack", None, {"layer_order": [0, 1, 2]}, "layer_order"),
     ("order-not-stack", dict(layers=4), "zero", None, {"layer_order": [0, 1, 0, 1]}, "layer_order"),
     ("tie-changes", dict(tie_embeddings=True), None, None, {}, "tie_embeddings"),
 ]
 
 
-@pytest.mark.parametrize("target_fields, depth_op, width_op, extra, field", [r[1:] for r in REFUSALS],
+@pytest.mark.parametrize("target_fields, depth_op, width_op, extra, field",
+                         [r[1:] for r in REFUSALS],
                          ids=[r[0] for r in REFUSALS])
 def test_refusal(kit, target_fields, depth_op, width_op, extra, field):
     source, target = kit.shape(**BASE), kit.shape(**{**BASE, **target_fields})
@@ -57,7 +61,8 @@ def test_refusal(kit, target_fields, depth_op, width_op, extra, field):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("fields, field", [(dict(heads=3), "heads"), (dict(kv_heads=3), "kv_heads")])
+@pytest.mark.parametrize("fields, field",
+                         [(dict(heads=3), "heads"), (dict(kv_heads=3), "kv_heads")])
 def test_inconsistent_target_shape(kit, fields, field):
     source = kit.shape(**BASE)
     with pytest.raises(ConfigError) as error:

@@ -16,7 +16,8 @@ def test_round_trip(kit, tied):
     model = build_model(shape, kit.vocab, seed=3)
     state = state_from_model(model)
     assert (LM_HEAD in state.params) == (not tied)
-    assert {name: tuple(value.shape) for name, value in state.params.items()} == param_shapes(shape, kit.vocab)
+    assert ({name: tuple(value.shape) for name, value in state.params.items()}
+            == param_shapes(shape, kit.vocab))
     assert state.exp_avg == {} and state.step == 0
     rebuilt = load_into_model(state, shape, kit.vocab)
     assert max_logit_difference(model, rebuilt, kit.vocab) == 0.0

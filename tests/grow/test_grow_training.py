@@ -7,7 +7,8 @@ import pytest
 from raygrow.grow import grow, load_into_model
 
 
-@pytest.mark.parametrize("depth_op, width_op", [("stack", "split"), ("zero", "zero"), ("interleave", "hyperclone")])
+@pytest.mark.parametrize("depth_op, width_op",
+                         [("stack", "split"), ("zero", "zero"), ("interleave", "hyperclone")])
 def test_grown_model_trains(kit, depth_op, width_op):
     source, target = kit.shape(), kit.shape(layers=4, hidden=32, heads=8, kv_heads=4, ffn=48)
     result = grow(kit.state(source), source, target, kit.vocab, depth_op, width_op)

@@ -11,10 +11,12 @@ from raygrow.grow.units import NEW, extend, head_maps
 
 
 @pytest.mark.parametrize("heads, kv, target_heads, target_kv, how", [
-    (4, 2, 8, 4, "copy"), (4, 2, 12, 2, "copy"), (4, 2, 12, 3, "copy"), (6, 3, 8, 4, "new"), (4, 4, 6, 6, "copy"),
+    (4, 2, 8, 4, "copy"), (4, 2, 12, 2, "copy"), (4, 2, 12, 3, "copy"), (6, 3, 8, 4, "new"),
+    (4, 4, 6, 6, "copy"),
 ])
 def test_query_heads_stay_with_their_kv_heads(heads, kv, target_heads, target_kv, how):
-    query, key_value = head_maps(heads, kv, target_heads, target_kv, how, torch.Generator().manual_seed(0))
+    query, key_value = head_maps(heads, kv, target_heads, target_kv, how,
+                                 torch.Generator().manual_seed(0))
     source_group, target_group = heads // kv, target_heads // target_kv
     for position, source_head in enumerate(query.source.tolist()):
         if source_head != NEW:
@@ -40,7 +42,8 @@ def test_hyperclone_replicates_hidden(kit):
     assert torch.equal(grown[EMBED], torch.cat([embed, embed], dim=1))  # [x; x]
     assert torch.equal(grown[FINAL_NORM], state.params[FINAL_NORM].repeat(2))
     # Fan-in halves carry symmetry-breaking noise that cancels: the halves sum to the source.
-    for name in (LM_HEAD, layer_key(0, "mlp.up_proj.weight"), layer_key(1, "self_attn.q_proj.weight")):
+    for name in (LM_HEAD, layer_key(0, "mlp.up_proj.weight"),
+                 layer_key(1, "self_attn.q_proj.weight")):
         rows = grown[name].shape[0] // (1 if name == LM_HEAD else 2)
         halves = grown[name][:rows, :16] + grown[name][:rows, 16:]
         assert torch.allclose(halves, state.params[name], atol=1e-6)

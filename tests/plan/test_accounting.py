@@ -24,7 +24,8 @@ def two_stage_plan(**stage1) -> RunConfig:
     return RunConfig(
         name="hand", data=DataConfig(seq_len=4), train=TrainConfig(batch_tokens=16, micro_batch=4),
         stages=[StageConfig(tokens=64, shape=small),
-                StageConfig(tokens=128, shape=large, growth=GrowthConfig(depth_op="stack"), **stage1)])
+                StageConfig(tokens=128, shape=large,
+                            growth=GrowthConfig(depth_op="stack"), **stage1)])
 
 
 def test_two_stage_plan_matches_hand_count():
@@ -80,7 +81,8 @@ def test_tokens_are_whole_steps():
 
 def test_params_only_plan_counts_6nd():
     config = RunConfig(
-        name="paper", data=DataConfig(seq_len=2048), train=TrainConfig(batch_tokens=2048, micro_batch=1),
+        name="paper", data=DataConfig(seq_len=2048),
+        train=TrainConfig(batch_tokens=2048, micro_batch=1),
         stages=[StageConfig(tokens=2048 * 1000, params=1e9),
                 StageConfig(tokens=2048 * 500, params=4e9, growth=GrowthConfig(depth_op="masked"))])
     report = plan_report(config, H100, mfu=0.4, price_per_hour=2.0)
@@ -99,7 +101,8 @@ def test_params_only_plan_counts_6nd():
 
 def test_growth_timing_rule_known_value():
     # N = 7e9, D = 300e9 → C = 6·7e9·3e11 = 1.26e22.
-    # log10 N = 9.845098 → 0.88·log10 N = 8.663686; log10 C = 22.100371 → 163.27 / 22.100371 = 7.387659;
+    # log10 N = 9.845098 → 0.88·log10 N = 8.663686; log10 C = 22.100371 → 163.27 / 22.100371 =
+    # 7.387659;
     # 8.663686 + 7.387659 − 5.74 = 10.311345 → d = 10^10.311345 ≈ 2.0481e10 tokens.
     assert growth_timing_tokens(7e9, 1.26e22) == pytest.approx(2.0481e10, rel=1e-4)
 

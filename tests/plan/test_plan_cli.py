@@ -41,10 +41,12 @@ def test_json_schema(tmp_path, capsys):
     assert plan(write_plan(tmp_path), "--json", "--hardware", "a100", "--mfu", "0.5") == 0
     report = json.loads(capsys.readouterr().out)  # exactly one object: extra text would not parse
     assert JSON_KEYS <= report.keys()
-    assert set(report["stages"][0]) >= {"params", "non_embedding_params", "tokens", "flops", "gpu_hours", "cost"}
+    assert set(report["stages"][0]) >= {"params", "non_embedding_params", "tokens", "flops",
+                                        "gpu_hours", "cost"}
     assert set(report["baseline"]) >= {"params", "tokens", "flops", "gpu_hours", "cost"}
     assert set(report["growth_timing"]) >= {"tokens", "factor"}
-    # 1 layer, d=8, ffn 16, vocab 10 untied, T=4: 6·664 + 12·1·8·4 = 4368 FLOPs per token, 64 tokens.
+    # 1 layer, d=8, ffn 16, vocab 10 untied, T=4: 6·664 + 12·1·8·4 = 4368 FLOPs per token, 64
+    # tokens.
     assert report["total_flops"] == 4368 * 64
     assert report["stages"][0]["gpu_hours"] == pytest.approx(4368 * 64 / (312e12 * 0.5) / 3600)
     assert report["hardware"] == "a100" and report["mfu"] == 0.5
@@ -86,8 +88,10 @@ def test_missing_plan_file(tmp_path, capsys):
 
 def test_shrinking_plan_refused(tmp_path, capsys):
     path = tmp_path / "shrink.yaml"
-    stages = [{"shape": {"layers": 2, "hidden": 8, "heads": 2, "ffn": 16, "vocab": 10}, "tokens": 64},
-              {"shape": {"layers": 1, "hidden": 8, "heads": 2, "ffn": 16, "vocab": 10}, "tokens": 64,
+    stages = [{"shape": {"layers": 2, "hidden": 8, "heads": 2, "ffn": 16, "vocab": 10},
+               "tokens": 64},
+              {"shape": {"layers": 1, "hidden": 8, "heads": 2, "ffn": 16, "vocab": 10},
+               "tokens": 64,
                "growth": {"depth_op": "stack"}}]
     raw = {key: value for key, value in PLAN.items() if key != "model"}
     path.write_text(yaml.safe_dump({**raw, "stages": stages}))
@@ -96,8 +100,9 @@ def test_shrinking_plan_refused(tmp_path, capsys):
 
 
 def test_module_entry_point_refuses_without_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "raygrow.plan.cli", write_plan(tmp_path), "--mfu", "2"],
+    result = subprocess.run([sys.executable, "-m", "raygrow.plan.cli", write_plan(tmp_path),
+                             "--mfu", "2"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["raygrow: error: --mfu: must be in (0, 1] (a fraction of "
-                                                  "peak, e.g. 0.4), got 2.0"]
+    assert result.stderr.strip().splitlines() == ["raygrow: error: --mfu: must be in (0, 1] (a "
+                                                  "fraction of peak, e.g. 0.4), got 2.0"]
