@@ -3,13 +3,13 @@
 Same model, global batch, micro-batch, precision and threads:
 
     .venv/bin/python jobs/bench/throughput.py [--plan jobs/plans/tiny.yaml] [--steps 40]
-    python jobs/bench/throughput.py --plan jobs/plans/bench_1b.yaml --steps 24 --warmup 4   # one GPU
+    python jobs/bench/throughput.py --plan jobs/plans/bench_1b.yaml --steps 24 --warmup 4  # GPU
 
 Prints tokens/s and MFU for each and the ratio to the bare loop (target ≥ 0.9), and for raygrow
-the share of step time its workers waited for rows (through Ray Data, data.ingest's default). On a GPU the
-bare loop runs the plan's precision with autocast and a fused AdamW; `raygrow train` runs it
-through DeepSpeed (bf16 weights, fp32 master copy) at the plan's ZeRO stage. The first window of
-steps is warm-up and is left out of every figure.
+the share of step time its workers waited for rows (through Ray Data, data.ingest's default).
+On a GPU the bare loop runs the plan's precision with autocast and a fused AdamW; `raygrow
+train` runs it through DeepSpeed (bf16 weights, fp32 master copy) at the plan's ZeRO stage. The
+first window of steps is warm-up and is left out of every figure.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def bare_loop(config: RunConfig, vocab: int, steps: int, warmup: int, threads: i
     fused = {"fused": True} if device.type == "cuda" else {"foreach": False}
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, **fused)
     generator = torch.Generator().manual_seed(0)
-    rows = torch.randint(0, vocab, (config.batch_rows, config.data.seq_len + 1), generator=generator).to(device)
+    rows = torch.randint(0, vocab, (config.batch_rows, config.data.seq_len + 1),
+                         generator=generator).to(device)
     bf16 = config.train.precision == "bf16"
     started = None
     for step in range(steps):
@@ -96,21 +97,24 @@ def raygrow_run(config: RunConfig, storage: str, workers: int, steps: int,
                               data=dataclasses.replace(config.data, cache_dir=config.dataset_root),
                               checkpoint=dataclasses.replace(config.checkpoint, every_steps=steps))
     driver.train(run, show_progress=False)
-    records = [json.loads(line) for line in (Path(run.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line)
+               for line in (Path(run.run_dir) / "metrics.jsonl").read_text().splitlines()]
     windows = [r for r in records if "tokens_per_s" in r][1:]  # drop the warm-up window
     return (sum(r["tokens_per_s"] for r in windows) / len(windows),
             sum(r["data_wait_frac"] for r in windows) / len(windows))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plan", default="jobs/plans/tiny.yaml")
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per measurement")
     parser.add_argument("--warmup", type=int, default=8, help="steps left out as warm-up")
     parser.add_argument("--workers", default=None,
-                        help="comma-separated worker counts for raygrow train (default: 1,2 on CPU, "
-                             "one per GPU on a GPU machine)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the blocks in both loops")
+                        help="comma-separated worker counts for raygrow train (default: 1,2 on "
+                             "CPU, one per GPU on a GPU machine)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the blocks in both loops")
     args = parser.parse_args()
     config = single_stage(args.plan)
     if args.compile:
@@ -131,17 +135,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="raygrow-bench-") as storage:
         for workers in worker_counts:
             name = f"raygrow train, {workers} worker(s)"
-            tokens_per_s, waits[name] = raygrow_run(config, storage, workers, args.steps, args.warmup)
+            tokens_per_s, waits[name] = raygrow_run(config, storage, workers, args.steps,
+                                                    args.warmup)
             figures[name] = (tokens_per_s, workers if gpus else 1)
     bare = figures["bare PyTorch loop"][0]
     per_token = flops_per_token(config.model, vocab, config.data.seq_len)
     params = param_counts(config.model, vocab)
-    print(f"\nmodel {config.model.layers}x{config.model.hidden} ({params['params'] / 1e9:.3f}B params, "
-          f"{params['non_embedding_params'] / 1e9:.3f}B non-embedding, {per_token:.4g} FLOPs/token), "
-          f"seq_len {config.data.seq_len}, batch {config.train.batch_tokens} tokens, "
-          f"micro-batch {config.train.micro_batch}, {config.train.precision}, ZeRO-{config.train.zero_stage}, "
-          f"{'compiled blocks' if config.train.compile else 'eager'}, "
-          f"device {device} (peak {peak:.4g} FLOP/s), {threads} CPU threads, {args.steps - args.warmup} timed steps")
+    print(f"\nmodel {config.model.layers}x{config.model.hidden} ({params['params'] / 1e9:.3f}B "
+          f"params, {params['non_embedding_params'] / 1e9:.3f}B non-embedding, {per_token:.4g} "
+          f"FLOPs/token), seq_len {config.data.seq_len}, batch {config.train.batch_tokens} tokens, "
+          f"micro-batch {config.train.micro_batch}, {config.train.precision}, "
+          f"ZeRO-{config.train.zero_stage}, "
+          f"{'compiled blocks' if config.train.compile else 'eager'}, device {device} (peak "
+          f"{peak:.4g} FLOP/s), {threads} CPU threads, {args.steps - args.warmup} timed steps")
     print(f"{'loop':32} {'tokens/s':>10} {'MFU':>7} {'ratio':>7} {'data wait':>10}")
     for name, (tokens_per_s, devices) in figures.items():
         mfu = per_token * tokens_per_s / devices / peak

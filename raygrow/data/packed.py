@@ -29,7 +29,8 @@ def shard_name(split: str, index: int) -> str:
 
 
 class ShardWriter:
-    """Cuts one split's token stream into rows of seq_len + 1 and writes fixed-size shards in order."""
+    """Cuts one split's token stream into rows of seq_len + 1 and writes fixed-size shards in
+    order."""
 
     def __init__(self, directory: str, split: str, seq_len: int, rows_per_shard: int) -> None:
         self.directory = directory
@@ -73,7 +74,8 @@ class ShardWriter:
 
 
 def read_shard(path: str, rows: int, row_tokens: int) -> np.ndarray:
-    """A shard's rows as an int32 array [rows, row_tokens]; DataError if it does not match the manifest."""
+    """A shard's rows as an int32 array [rows, row_tokens]; DataError if it does not match the
+    manifest."""
     filesystem, local = storage.resolve(path)
     try:
         column = pq.read_table(local, columns=[TOKENS], filesystem=filesystem).column(TOKENS)
@@ -97,7 +99,8 @@ def _splitmix64(values: np.ndarray) -> np.ndarray:
 
 
 def _key(seed: int, epoch: int, salt: int = 0) -> int:
-    return (seed * 0x9E3779B97F4A7C15 + epoch * 0xD1B54A32D192ED03 + salt * 0x94D049BB133111EB + 1) & _MASK64
+    return (seed * 0x9E3779B97F4A7C15 + epoch * 0xD1B54A32D192ED03 + salt * 0x94D049BB133111EB
+            + 1) & _MASK64
 
 
 def keyed_permutation(count: int, key: int) -> np.ndarray:
@@ -111,7 +114,8 @@ def keyed_permutation(count: int, key: int) -> np.ndarray:
 
 
 def epoch_permutation(num_rows: int, seed: int, epoch: int) -> np.ndarray:
-    """A whole-epoch permutation of `num_rows` (the shuffle inside one window uses the same hash)."""
+    """A whole-epoch permutation of `num_rows` (the shuffle inside one window uses the same
+    hash)."""
     return keyed_permutation(num_rows, _key(seed, epoch))
 
 
@@ -154,7 +158,8 @@ class PackedRows:
         self._shard_starts = np.concatenate([[0], np.cumsum(self._sizes)])
         self.num_rows = int(self._shard_starts[-1])
         if self.num_rows == 0:
-            raise DataError(f"{directory} has no {split} rows; prepare the data again with more text")
+            raise DataError(f"{directory} has no {split} rows; prepare the data again with more "
+                            "text")
         self.cache_shards = 2 * window
         self._loaded: OrderedDict[int, np.ndarray] = OrderedDict()  # least recently used first
         self._layouts: dict[int, EpochLayout] = {}
@@ -190,7 +195,8 @@ class PackedRows:
         for epoch in np.unique(epochs):
             here = epochs == epoch
             starts = self._layout(int(epoch)).window_starts
-            numbers[here] = epoch * (len(starts) - 1) + np.searchsorted(starts, offsets[here], side="right") - 1
+            k = np.searchsorted(starts, offsets[here], side="right") - 1
+            numbers[here] = epoch * (len(starts) - 1) + k
         return numbers
 
     def _take_ids(self, row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -211,7 +217,8 @@ class PackedRows:
             here = windows == k
             shards = layout.window_shards(int(k))
             sizes = self._sizes[shards]
-            local = self._permutation(epoch, int(k), int(sizes.sum()))[offsets[here] - layout.window_starts[k]]
+            permutation = self._permutation(epoch, int(k), int(sizes.sum()))
+            local = permutation[offsets[here] - layout.window_starts[k]]
             starts = np.concatenate([[0], np.cumsum(sizes)])
             which = np.searchsorted(starts, local, side="right") - 1
             rows[here] = self._shard_starts[shards[which]] + local - starts[which]
@@ -234,7 +241,8 @@ class PackedRows:
         if (epoch, k) not in self._permutations:
             if len(self._permutations) >= 2:
                 self._permutations.pop(min(self._permutations))
-            self._permutations[(epoch, k)] = keyed_permutation(rows, _key(self.shuffle_seed, epoch, salt=k + 2))
+            key = _key(self.shuffle_seed, epoch, salt=k + 2)
+            self._permutations[(epoch, k)] = keyed_permutation(rows, key)
         return self._permutations[(epoch, k)]
 
     def _shard(self, index: int) -> np.ndarray:

@@ -53,7 +53,8 @@ class Progress:
     tokens: int = 0  # training tokens seen (inputs, excluding the shifted label token)
     flops: float = 0.0  # cumulative training FLOPs
     skipped: list[int] = dataclasses.field(default_factory=list)  # stream positions of batches
-    #   left out after a non-finite step was rolled back (the rows of [p, p + batch) are never trained)
+    # left out after a non-finite step was rolled back (the rows of [p, p + batch) are never
+    # trained)
 
     @classmethod
     def from_meta(cls, meta: dict) -> Progress:
@@ -124,7 +125,8 @@ class Worker:
         if self.masks is not None:
             apply_masks(model, self.masks, mask_value(self.progress.step, self.run.ramp_steps))
         train = self.config.train
-        checkpoint_activations(model, train.activation_checkpointing, train.activation_checkpointing_every)
+        checkpoint_activations(model, train.activation_checkpointing,
+                               train.activation_checkpointing_every)
         if self.config.train.compile:
             compile_blocks(model)
         return engine_from_state(model.to(self.device), self.config, self.world, state)
@@ -145,7 +147,8 @@ class Worker:
         return self.run.lr.lr(self.progress.step)
 
     def update_masks(self) -> None:
-        """Move the MSG masks along their ramp; once at m = 1 they are identities and are removed."""
+        """Move the MSG masks along their ramp; once at m = 1 they are identities and are
+        removed."""
         if self.masks is None:
             return
         module = self.engine.module
@@ -200,7 +203,8 @@ class Worker:
             if self.engine.is_gradient_accumulation_boundary() and config.train.zero_stage == 0:
                 grad_norm = _grad_norm(self.engine.module)
                 if not math.isfinite(grad_norm):
-                    self.engine.module.zero_grad(set_to_none=True)  # AdamW leaves grad-less params be
+                    # AdamW leaves grad-less params be
+                    self.engine.module.zero_grad(set_to_none=True)
             self.engine.step()
             losses.append(loss.item())
         if config.train.zero_stage > 0 or self.engine.bfloat16_enabled():
@@ -211,7 +215,8 @@ class Worker:
         self.progress.tokens += step_tokens
         self.progress.flops += float(self.flops_per_token * step_tokens)
         loss = sum(losses) / len(losses)
-        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "data_wait_s": waited, "start": start,
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "data_wait_s": waited,
+                "start": start,
                 "row_ids": row_ids, "finite": math.isfinite(loss) and math.isfinite(grad_norm)}
 
     def agree(self, finite: bool) -> tuple[bool, bool]:
@@ -245,7 +250,8 @@ class Worker:
         return storage.base_name(resumed_from or self.run.init_from or "fresh weights")
 
     def placement(self) -> dict:
-        """Where each rank of this worker group runs: node ids and addresses by rank (a collective)."""
+        """Where each rank of this worker group runs: node ids and addresses by rank (a
+        collective)."""
         context = ray.get_runtime_context()
         mine = {"node": context.get_node_id(), "ip": ray.util.get_node_ip_address()}
         ranks = [None] * self.world
@@ -259,7 +265,8 @@ class Worker:
     def log_rows(self, row_ids: torch.Tensor) -> None:
         # Numbered like the metrics: the step these rows completed (just done).
         line = json.dumps({"step": self.progress.step, "rows": row_ids.tolist()}) + "\n"
-        storage.append_bytes(storage.join(self.run.run_dir, "rows", f"rank-{self.rank}.jsonl"), line.encode())
+        storage.append_bytes(storage.join(self.run.run_dir, "rows", f"rank-{self.rank}.jsonl"),
+                             line.encode())
 
     def _roll_back_row_log(self) -> None:
         """Steps after the checkpoint we resume from are undone: so are their row records (rank 0
@@ -301,7 +308,8 @@ class Worker:
     def save_checkpoint(self, record: StepRecord) -> None:
         state = gather_full_state(self.engine, keep=self.rank == 0)  # collective; rank 0 holds it
         meta = {**dataclasses.asdict(self.progress), "world_size": self.world,
-                "zero_stage": self.config.train.zero_stage, "shape": dataclasses.asdict(self.config.model),
+                "zero_stage": self.config.train.zero_stage,
+                "shape": dataclasses.asdict(self.config.model),
                 "vocab": self.vocab, "record": to_json(record), "fingerprint": self.run.fingerprint}
         with tempfile.TemporaryDirectory(prefix="raygrow-ckpt-") as tmp:
             saved = None
@@ -315,7 +323,8 @@ class Worker:
         """Fill a log line's loss (averaged over ranks and steps), throughput and MFU."""
         loss = torch.tensor([window.loss_sum / window.steps], dtype=torch.float64)
         _all_reduce(loss)
-        tokens_per_s = window.steps * self.config.batch_rows * self.config.data.seq_len / window.seconds
+        tokens = window.steps * self.config.batch_rows * self.config.data.seq_len
+        tokens_per_s = tokens / window.seconds
         record.loss = float(loss) / self.world
         record.tokens_per_s = tokens_per_s
         record.mfu = self.flops_per_token * tokens_per_s / self.world / self.peak
@@ -384,7 +393,8 @@ def _train(worker: Worker) -> None:
     if not worker.resumed:  # where the stage's counters start: its cost is measured from here
         worker.emit(EventRecord(event="start", step=worker.progress.step,
                                 tokens=worker.progress.tokens, flops=worker.progress.flops))
-    worker.emit(EventRecord(event="placement", step=worker.progress.step, detail=worker.placement()))
+    worker.emit(EventRecord(event="placement", step=worker.progress.step,
+                            detail=worker.placement()))
     if worker.started_from_growth:  # the loss right after growth, for the function-preservation log
         worker.emit(EventRecord(event="growth", step=0, val_loss=worker.validate(),
                                 tokens=worker.progress.tokens, flops=worker.progress.flops))
@@ -432,10 +442,12 @@ class Guard:
     def handle(self, worker: Worker, result: dict) -> bool:
         """Deal with a non-finite step (its update was not applied); False: end the stage."""
         start, step = result["start"], worker.progress.step
-        detail = {"loss": _finite_or_text(result["loss"]), "grad_norm": _finite_or_text(result["grad_norm"]),
+        detail = {"loss": _finite_or_text(result["loss"]),
+                  "grad_norm": _finite_or_text(result["grad_norm"]),
                   "rows": [start, start + worker.config.batch_rows], "policy": self.policy}
         if self.policy == "skip":
-            worker.emit(EventRecord(event="nonfinite", step=step, detail={**detail, "action": "skipped"}))
+            worker.emit(EventRecord(event="nonfinite", step=step,
+                                    detail={**detail, "action": "skipped"}))
             return True
         if self.policy == "rollback" and self.rollbacks < self.max_rollbacks:
             self.rollbacks += 1
@@ -466,7 +478,8 @@ def _finite_or_text(value: float) -> float | str:
 
 
 def _kill_rank_fault(worker: Worker) -> None:
-    """Test hook: RAYGROW_FAULT=kill_rank:<rank>:<step> kills that rank once, as a lost node would."""
+    """Test hook: RAYGROW_FAULT=kill_rank:<rank>:<step> kills that rank once, as a lost node
+    would."""
     fault = os.environ.get("RAYGROW_FAULT", "")
     marker = storage.join(worker.run.run_dir, ".fault-fired")
     if fault == f"kill_rank:{worker.rank}:{worker.progress.step}" and not storage.exists(marker):
