@@ -151,6 +151,7 @@ def test_checkpointing_is_safe_to_change_on_resume():
     assert first_change(before, after) is None
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_ray_zero3_run_same_losses(ray_local, tiny_config):
     """The real path: driver → coordinator → Ray Train workers (2, ZeRO-3), with and without."""

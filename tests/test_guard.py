@@ -63,6 +63,7 @@ def test_a_poisoned_batch_is_rolled_back_and_every_other_row_trained_once(ray_lo
     assert (run_dir / "export" / "config.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_skip_goes_on_and_stop_ends_the_run_incomplete(ray_local, tiny_config, monkeypatch):
     skipping = poisoned(tiny_config, "skipped", "skip", monkeypatch,

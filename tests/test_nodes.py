@@ -159,6 +159,7 @@ def lose_a_node(tmp_path, mode: str) -> dict:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.nodes
 def test_a_lost_node_shrinks_an_elastic_stage_and_every_row_is_trained_once(tmp_path):

@@ -280,6 +280,7 @@ def test_a_missing_tracker_library_is_refused_before_cluster_work(tmp_path, monk
     check_tracking(plan_config(str(tmp_path), tensorboard=True))  # installed: no error
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_ray_two_stage_plan_with_every_tracker(ray_local, tiny_config, tmp_path):
     """A real grown 2-stage plan, stopped after 2 steps and resumed, all three trackers on:

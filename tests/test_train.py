@@ -112,6 +112,7 @@ def test_resume_at_another_world_size_and_zero_stage(reference, tiny_config):
     assert losses[5] == pytest.approx(reference_losses[5], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_crash_during_checkpoint_save_resumes_from_previous(reference, tiny_config, monkeypatch):
     config, _ = reference
     monkeypatch.setenv("RAYGROW_FAULT", "save_after_model:4")

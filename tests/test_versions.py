@@ -244,6 +244,7 @@ def test_branches_never_disturb_the_main_path(switched, tiny_config):
         assert all(torch.equal(ours[name], theirs[name]) for name in ours), segment
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_each_path_takes_each_row_of_a_version_once(switched):
     config, _ = switched
@@ -256,6 +257,7 @@ def test_each_path_takes_each_row_of_a_version_once(switched):
     assert rows(run_dir, "main/v1-tail") == rows(run_dir, "release/v1")  # same rows, other LR
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_growth_at_the_boundary_releases_and_cost(switched):
     from transformers import AutoModelForCausalLM
