@@ -101,6 +101,7 @@ def test_a_signal_checkpoints_at_the_next_step_and_the_rerun_resumes_exactly_onc
     assert len(trained) == len(set(trained)) == STEPS * config.batch_rows
 
 
+@pytest.mark.slow
 def test_a_killed_driver_is_rerun_from_its_last_checkpoint(ray_local, tiny_config, tmp_path):
     config = long_run(tiny_config, "sigkilled", every_steps=2)
     run_dir = Path(config.run_dir)

@@ -70,8 +70,9 @@ def test_a_worker_bundle_is_compared_with_what_one_node_holds():
     assert out["cluster_cpus"] == 4
     # the coordinator and the metrics sink stay on the driver's node (soft affinity: 2 of 8)
     assert all(out["control_plane_here"]), out["control_plane_here"]
-    # the default share is capped by the largest node: one worker gets 2 CPUs, not the cluster's 4
-    assert out["default_one_worker"] == 2 and out["default_two_workers"] == 2
+    # the default share is capped by the largest node: one worker gets 2 CPUs, not the cluster's
+    # 4, less what its Ray Data read task asks for (data.ingest_cpus, 0.25)
+    assert out["default_one_worker"] == 1.75 and out["default_two_workers"] == 1.75
     assert out["too_big"] == ("train.workers: stage-1: one worker needs 3 CPU but the largest node "
                               "has 2 CPU; lower train.cpus_per_worker or add bigger nodes")
     # 3 × 2 CPUs fit the cluster's 4 CPUs by totals? No, and not per node either: 2 nodes, 1 each

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data.test_packed import check_tokens_match, write_dataset
+from data.test_packed import check_tokens_match, write_dataset, write_flat_corpus
 
 from raygrow.config import DataConfig
 from raygrow.data import PackedRows
@@ -162,3 +162,44 @@ def test_two_workers_on_a_two_cpu_cluster_leave_ray_data_a_cpu_and_finish(tmp_pa
     stream = PackedRows(result["dataset"], "train", 0, 2)
     assert sorted(trained) == sorted(stream.take(0, 4 * 16)[0].tolist())  # 16 rows a step
     assert len(set(trained)) == len(trained)
+
+
+RSS_THROUGH_RAY_DATA = textwrap.dedent("""
+    import sys, ray
+    from raygrow.config import DataConfig
+    from raygrow.data import PackedRows
+    from raygrow.data.ingest import RayDataRows
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    rows = PackedRows(sys.argv[1], shuffle_seed=0, window=2)
+    stream = RayDataRows(rows, 0, 1, 1024, DataConfig(), 0.25)
+    def resident(kind):  # MiB of this process's resident memory of one kind, now
+        for line in open("/proc/self/status"):
+            if line.startswith(kind + ":"):
+                return int(line.split()[1]) // 1024
+
+    starts, peaks = list(range(0, rows.num_rows, 1024)), {"RssAnon": 0, "RssShmem": 0}
+    for start in starts:
+        stream.batch(start, lambda: starts[starts.index(start):])
+        peaks = {kind: max(peak, resident(kind)) for kind, peak in peaks.items()}
+    stream.close()
+    print("RSS", peaks["RssAnon"], peaks["RssShmem"])
+    ray.shutdown()
+""")
+
+
+def test_a_workers_memory_stays_flat_through_ray_data_when_the_corpus_grows_tenfold(tmp_path):
+    """Peak private resident memory (RssAnon) of a process that takes one epoch of rows of an
+    8-shard and an 80-shard corpus (2 MiB per shard) through the Ray Data pipeline, as a worker
+    does: it holds the steps in flight, not the corpus (160 MiB for 80 shards). The object
+    store's shared pages it maps (RssShmem) are Ray's store, bounded by its object_store_memory."""
+    peaks = []
+    for shards in (8, 80):
+        directory = write_flat_corpus(tmp_path / f"corpus-{shards}", shards)
+        done = subprocess.run([sys.executable, "-c", RSS_THROUGH_RAY_DATA, str(directory)],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        peaks.append([int(value) for value in done.stdout.split("RSS ", 1)[1].split()[:2]])
+    (small, small_shared), (large, large_shared) = peaks
+    assert large < small + 40, (f"private peak RSS {small} MiB for 8 shards, {large} MiB for 80 "
+                                f"(shared {small_shared} / {large_shared} MiB)")

@@ -211,6 +211,26 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
 
 
+def write_flat_corpus(directory: Path, shards: int) -> Path:
+    """`shards` train shards of 4096 rows of 128 tokens (2 MiB each; shard k's rows hold k)."""
+    directory.mkdir()
+    writer = ShardWriter(str(directory), "train", 127, 4096)
+    for shard in range(shards):
+        writer.add(np.full(4096 * 128, shard, dtype=np.int32))
+    writer.finish()
+    val = ShardWriter(str(directory), "val", 127, 4096)
+    val.add(np.zeros(128, dtype=np.int32))
+    val.finish()
+    Manifest(seq_len=127, tokenizer="byte", tokenizer_fingerprint="byte-v1",
+             vocab_size=256, eos_id=0,
+             train_shards=writer.shards, train_shard_rows=writer.shard_rows,
+             val_shards=val.shards,
+             val_shard_rows=val.shard_rows, train_rows=writer.rows, val_rows=1,
+             train_tokens=writer.rows * 128, documents=1, replaced_documents=0,
+             source="test").save(str(directory))
+    return directory
+
+
 def test_reader_memory_stays_flat_when_the_corpus_grows_tenfold(tmp_path: Path) -> None:
     """Peak RSS of a process reading one epoch of an 8-shard and an 80-shard corpus (2 MiB per
     shard): the whole-corpus cache of before held 16 vs 160 MiB; the window keeps both flat."""
@@ -219,22 +239,7 @@ def test_reader_memory_stays_flat_when_the_corpus_grows_tenfold(tmp_path: Path) 
 
     peaks = []
     for shards in (8, 80):
-        directory = tmp_path / f"corpus-{shards}"
-        directory.mkdir()
-        writer = ShardWriter(str(directory), "train", 127, 4096)
-        for shard in range(shards):
-            writer.add(np.full(4096 * 128, shard, dtype=np.int32))
-        writer.finish()
-        val = ShardWriter(str(directory), "val", 127, 4096)
-        val.add(np.zeros(128, dtype=np.int32))
-        val.finish()
-        Manifest(seq_len=127, tokenizer="byte", tokenizer_fingerprint="byte-v1",
-                 vocab_size=256, eos_id=0,
-                 train_shards=writer.shards, train_shard_rows=writer.shard_rows,
-                 val_shards=val.shards,
-                 val_shard_rows=val.shard_rows, train_rows=writer.rows, val_rows=1,
-                 train_tokens=writer.rows * 128, documents=1, replaced_documents=0,
-                 source="test").save(str(directory))
+        directory = write_flat_corpus(tmp_path / f"corpus-{shards}", shards)
         out = subprocess.run([sys.executable, "-c", RSS_PROBE, str(directory)], capture_output=True,
                              text=True, check=True)
         peaks.append(int(out.stdout.strip()))
