@@ -8,7 +8,7 @@ same order) once with `data.ingest: direct` (each worker reads its rows in its o
 once with `data.ingest: ray_data` (a Ray Data pipeline per worker): tokens/s after the warm-up
 window and the share of training-step time spent waiting for rows (`data_wait_frac`; targets:
 throughput within 5% of direct, wait ≤ 2% of step time). Then, from a real S3-compatible server
-(moto_server on 127.0.0.1), a small run with 8-row shards and a 2-shard window, each ingest in
+(moto_server on 127.0.0.1), a small run with 32-row shards and a 2-shard window, each ingest in
 turn: the GET requests per shard file per epoch the training reads made (the server's access
 log), so that "reads each shard a bounded number of times" is counted, not assumed.
 """
@@ -65,7 +65,7 @@ def s3_counts(steps: int, workers: int) -> dict[str, dict]:
         _make_bucket(endpoint)
         base = {"storage": "s3://bench/runs", "s3": {"endpoint_url": endpoint},
                 "data": {"source": "stdlib", "seq_len": 32, "max_documents": 60,
-                         "val_fraction": 0.1, "rows_per_shard": 8, "shuffle_window": 2},
+                         "val_fraction": 0.1, "rows_per_shard": 32, "shuffle_window": 2},
                 "model": {"layers": 1, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64},
                 "train": {"tokens": steps * 512, "batch_tokens": 512, "micro_batch": 4,
                           "workers": workers, "lr": 1e-3, "warmup_steps": 1, "log_every": 4,
@@ -144,7 +144,7 @@ def main() -> None:
     config = single_stage(args.plan)
     figures = {}
     with tempfile.TemporaryDirectory(prefix="raygrow-bench-") as storage:
-        for workers in [int(w) for w in args.workers.split(",")]:
+        for workers in [int(w) for w in args.workers.split(",") if w]:  # "": S3 counts only
             for ingest in INGESTS:
                 figures[(workers, ingest)] = local_run(config, storage, workers, ingest,
                                                        args.steps, args.warmup)

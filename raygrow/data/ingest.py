@@ -91,7 +91,7 @@ class RayDataRows(DirectRows):
                                        override_num_blocks=len(groups))
                    .map_batches(_read_window, batch_size=1, num_cpus=self.cpus,
                                 compute=ray.data.TaskPoolStrategy(size=2),
-                                fn_kwargs={"rows": _RowsSpec.of(self.rows), "offset": self.offset,
+                                fn_kwargs={"rows": _RowsSpec(self.rows), "offset": self.offset,
                                            "per_rank": self.per_rank, "s3": storage.s3_settings()}))
         return dataset.iter_batches(batch_size=self.per_rank, batch_format="numpy",
                                     prefetch_batches=self.data.prefetch_steps)
@@ -106,18 +106,15 @@ class RayDataRows(DirectRows):
 
 
 class _RowsSpec:
-    """What a read task needs to open the same stream as the worker (PackedRows reads no shard
-    until asked, so it is cheap to open in each task)."""
+    """What a read task needs to open the same stream as the worker: PackedRows reads no shard
+    until asked, and with the worker's manifest it looks nothing up, so each task opens its own."""
 
-    def __init__(self, directory: str, seed: int | None, window: int):
-        self.directory, self.seed, self.window = directory, seed, window
-
-    @classmethod
-    def of(cls, rows: PackedRows) -> _RowsSpec:
-        return cls(rows.directory, rows.shuffle_seed, rows.window)
+    def __init__(self, rows: PackedRows):
+        self.directory, self.seed, self.window = rows.directory, rows.shuffle_seed, rows.window
+        self.manifest = rows.manifest
 
     def open(self) -> PackedRows:
-        return PackedRows(self.directory, "train", self.seed, self.window)
+        return PackedRows(self.directory, "train", self.seed, self.window, self.manifest)
 
 
 def _read_window(batch: dict[str, np.ndarray], rows: _RowsSpec, offset: int, per_rank: int,

@@ -144,10 +144,13 @@ class PackedRows:
     """
 
     def __init__(self, directory: str, split: str = "train", shuffle_seed: int | None = 0,
-                 window: int = 8) -> None:
+                 window: int = 8, manifest: Manifest | None = None) -> None:
+        """`manifest`: the directory's, already loaded and checked (Manifest.load looks up every
+        shard: on S3 a request each, which a Ray Data read task need not repeat)."""
         if window < 1:
             raise ValueError(f"window must be ≥ 1 shard, got {window}")
-        manifest = Manifest.load(directory)
+        manifest = manifest or Manifest.load(directory)
+        self.manifest = manifest
         self.directory = directory
         self.split = split
         self.shuffle_seed = shuffle_seed

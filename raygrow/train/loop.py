@@ -79,8 +79,9 @@ class Worker:
         storage.configure_s3(self.config.s3.endpoint_url, self.config.s3.region)
         manifest = Manifest.load(run.dataset_dir)
         self.vocab = self.config.model.vocab_size(manifest.vocab_size)
-        self.train_rows = self._train_rows(run.dataset_dir)
-        self.val_rows = PackedRows(run.dataset_dir, "val", None)
+        # One manifest load per worker: each looks up every shard (a request each on S3).
+        self.train_rows = self._train_rows(run.dataset_dir, manifest)
+        self.val_rows = PackedRows(run.dataset_dir, "val", None, manifest=manifest)
         self.flops_per_token = flops_per_token(self.config.model, self.vocab,
                                                self.config.data.seq_len, run.trainable)
         resumed_from, state, meta = self._start_state()
@@ -97,10 +98,10 @@ class Worker:
         train = self.config.train
         self.stop_at = min(self.config.total_steps, train.stop_after or self.config.total_steps)
 
-    def _train_rows(self, dataset_dir: str) -> DirectRows:
+    def _train_rows(self, dataset_dir: str, manifest: Manifest) -> DirectRows:
         """This rank's rows of each step: through Ray Data (data.ingest: ray_data), or read here."""
         data = self.config.data
-        rows = PackedRows(dataset_dir, "train", data.shuffle_seed, data.shuffle_window)
+        rows = PackedRows(dataset_dir, "train", data.shuffle_seed, data.shuffle_window, manifest)
         if data.ingest == "ray_data":
             return RayDataRows(rows, self.rank, self.world, self.config.batch_rows, data,
                                self.run.read_cpus)
