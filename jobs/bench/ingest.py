@@ -64,8 +64,8 @@ def s3_counts(steps: int, workers: int) -> dict[str, dict]:
     with _moto() as (endpoint, log):
         _make_bucket(endpoint)
         base = {"storage": "s3://bench/runs", "s3": {"endpoint_url": endpoint},
-                "data": {"source": "stdlib", "seq_len": 32, "max_documents": 60,
-                         "val_fraction": 0.1, "rows_per_shard": 32, "shuffle_window": 2},
+                "data": {"source": "stdlib", "seq_len": 32, "max_documents": 6,
+                         "val_fraction": 0.4, "rows_per_shard": 32, "shuffle_window": 2},
                 "model": {"layers": 1, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64},
                 "train": {"tokens": steps * 512, "batch_tokens": 512, "micro_batch": 4,
                           "workers": workers, "lr": 1e-3, "warmup_steps": 1, "log_every": 4,
@@ -85,10 +85,11 @@ def s3_counts(steps: int, workers: int) -> dict[str, dict]:
             requests = log.read_bytes()[before:].decode(errors="replace")
             gets = Counter(re.findall(r'"GET /bench/\S*/(train-\d+\.parquet)', requests))
             epochs = steps * config.batch_rows / manifest.train_rows
-            per_epoch = [gets.get(name, 0) / max(epochs, 1.0) for name in manifest.train_shards]
+            read = [gets[name] for name in manifest.train_shards if gets.get(name)]
             out[ingest] = {"shards": len(manifest.train_shards), "epochs": epochs,
-                           "gets": sum(gets.values()), "max_gets_per_shard_epoch": max(per_epoch),
-                           "mean_gets_per_shard_epoch": sum(per_epoch) / len(per_epoch)}
+                           "gets": sum(read), "shards_read": len(read), "max_gets": max(read),
+                           "gets_per_shard_epoch": sum(read) / len(manifest.train_shards)
+                           / max(epochs, 1e-9)}
         return out
 
 
@@ -158,12 +159,12 @@ def main() -> None:
               f"{figure['data_wait_frac']:7.2%} {figure['worst_wait_frac']:7.2%}")
     if args.s3_steps:
         counts = s3_counts(args.s3_steps, 2)
-        print("\nfrom S3 (moto_server), 2 workers: GET requests per train shard per epoch")
+        print("\nfrom S3 (moto_server), 2 workers: GET requests for train shards")
         for ingest, count in counts.items():
             print(f"{ingest:>9}: {count['shards']} shards, {count['epochs']:.2f} epochs, "
-                  f"{count['gets']} GETs, per shard per epoch mean "
-                  f"{count['mean_gets_per_shard_epoch']:.2f}, "
-                  f"max {count['max_gets_per_shard_epoch']:.2f}")
+                  f"{count['gets']} GETs of {count['shards_read']} shards (at most "
+                  f"{count['max_gets']} of one), {count['gets_per_shard_epoch']:.2f} per shard "
+                  "per epoch")
 
 
 if __name__ == "__main__":
