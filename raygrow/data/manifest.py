@@ -80,9 +80,10 @@ class Manifest:
         if manifest.format_version != FORMAT_VERSION:
             raise DataError(f"{path} has format {manifest.format_version}, this raygrow reads "
                             f"{FORMAT_VERSION}; {redo}")
-        for name in manifest.train_shards + manifest.val_shards:
+        present = {storage.base_name(entry.path) for entry in storage.list_files(directory, False)}
+        for name in manifest.train_shards + manifest.val_shards:  # one listing, not a lookup each
             storage.contained(name, path)
-            if not storage.exists(f"{directory}/{name}"):
+            if name not in present:
                 raise DataError(f"{directory}/{name} is missing; {redo}")
         return manifest
 

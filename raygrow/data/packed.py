@@ -76,9 +76,9 @@ class ShardWriter:
 def read_shard(path: str, rows: int, row_tokens: int) -> np.ndarray:
     """A shard's rows as an int32 array [rows, row_tokens]; DataError if it does not match the
     manifest."""
-    filesystem, local = storage.resolve(path)
-    try:
-        column = pq.read_table(local, columns=[TOKENS], filesystem=filesystem).column(TOKENS)
+    try:  # the whole file in one read (on S3 one GET), then parsed from memory
+        column = pq.read_table(pa.BufferReader(storage.read_bytes(path)),
+                               columns=[TOKENS]).column(TOKENS)
         tokens = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
     except (OSError, pa.ArrowInvalid, KeyError) as error:
         raise DataError(f"{path} is unreadable ({error}); delete its dataset directory and prepare "
