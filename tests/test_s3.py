@@ -421,3 +421,87 @@ def test_a_key_that_leaves_its_directory_is_never_downloaded(s3, tmp_path):
         with storage.local_copy("s3://runs/escape"):
             pass
     assert not (tmp_path.parent / "outside.txt").exists()
+
+
+# ---- a plan that starts from a Hugging Face model directory on S3 (stages[0].init) ----------
+
+
+@pytest.fixture(scope="module")
+def model_on_s3(s3, tmp_path_factory) -> tuple[str, Path]:
+    """A tiny Llama written by stock transformers, uploaded to s3://runs/models/tiny-llama; the
+    local copy too (its tokenizer is what a plan names as data.tokenizer)."""
+    from raygrow.tiny_hf import write_tiny_model
+
+    local = write_tiny_model(tmp_path_factory.mktemp("model") / "tiny-llama", "llama")
+    storage.configure_s3(s3.endpoint)
+    storage.upload_dir(local, "s3://runs/models/tiny-llama", last="config.json")
+    return "s3://runs/models/tiny-llama", local
+
+
+def init_plan(s3: S3Server, init: str, storage_root: str, dataset_cache: str, **data) -> dict:
+    """Stage 0 is the model on S3 (0 tokens), stage 1 its zero-depth growth, 2 steps."""
+    return {"name": "from-s3-model", "storage": storage_root, "s3": {"endpoint_url": s3.endpoint},
+            "data": {"source": "stdlib", "seq_len": 32, "max_documents": 60,
+                     "val_fraction": 0.1, "cache_dir": dataset_cache, "rows_per_shard": 512,
+                     **data},
+            "train": {"batch_tokens": 512, "micro_batch": 4, "workers": 1, "cpus_per_worker": 1,
+                      "lr": 1e-3, "warmup_steps": 0, "log_every": 1, "val_every": 2,
+                      "val_rows": 8, "max_failures": 0},
+            "checkpoint": {"every_steps": 2, "keep": 1},
+            "stages": [{"init": init, "tokens": 0},
+                       {"growth": {"depth_op": "zero"}, "shape": {"layers": 4},
+                        "tokens": 2 * 512}]}
+
+
+def test_a_model_on_s3_without_data_tokenizer_is_refused_naming_it(s3, model_on_s3, tmp_path,
+                                                                   dataset_cache):
+    from raygrow.config import run_config
+    from raygrow.errors import ConfigError
+
+    init, _ = model_on_s3
+    with pytest.raises(ConfigError) as refused:
+        run_config(init_plan(s3, init, str(tmp_path / "runs"), dataset_cache))
+    line = str(refused.value)
+    assert "\n" not in line
+    assert line.startswith(f"data.tokenizer: required when stages[0].init is on S3 ({init})")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.ray
+@pytest.mark.slow  # the pretrained-init run itself is covered locally by test_pretrained_runs
+def test_a_plan_starts_from_a_model_on_s3_and_exports_there(s3_ray, s3, model_on_s3,
+                                                            dataset_cache):
+    """stages[0].init on S3 with the tokenizer named locally: the shape comes from the S3
+    config.json, stage 0's export is the source model unchanged, the zero-depth growth keeps its
+    function, and the final export on S3 loads in stock transformers as the same class."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from raygrow import driver
+    from raygrow.config import run_config
+    from raygrow.grow import PRESERVATION_TOLERANCE, load_into_model, max_logit_difference
+    from raygrow.train import checkpoint
+
+    init, local = model_on_s3
+    config = run_config(init_plan(s3, init, "s3://runs/runs", dataset_cache,
+                                  tokenizer=str(local)))
+    source = AutoModelForCausalLM.from_pretrained(local, dtype=torch.float32).eval()
+    assert config.stages[0].shape.layers == source.config.num_hidden_layers
+    assert config.stages[1].shape.hidden == source.config.hidden_size
+    summary = driver.train(config, show_progress=False)
+    assert summary["complete"] and [stage["steps"] for stage in summary["stages"]] == [0, 2]
+    (transition,) = summary["transitions"]
+    assert transition["depth_op"] == "zero" and transition["val_loss_after"] > 0
+    run = "s3://runs/runs/from-s3-model"
+    with storage.local_copy(f"{run}/stage-0/export") as exported:
+        stage0 = AutoModelForCausalLM.from_pretrained(exported, dtype=torch.float32)
+        assert max_logit_difference(source, stage0, source.config.vocab_size) == 0
+    with storage.local_copy(f"{run}/export") as exported:
+        final = AutoModelForCausalLM.from_pretrained(exported, dtype=torch.float32)
+        assert type(final) is type(source) and final.config.num_hidden_layers == 4
+        assert final.config.rope_parameters == source.config.rope_parameters
+    shape = config.stages[1].shape
+    state, _ = checkpoint.load(f"{run}/stage-1/init", moments=False)
+    grown = load_into_model(state, shape, shape.vocab)
+    assert type(grown) is type(source)
+    assert max_logit_difference(source, grown, source.config.vocab_size) <= PRESERVATION_TOLERANCE
