@@ -588,7 +588,9 @@ def print_sweep(sweep: dict[str, dict[float, float | None]], best: dict[str, flo
     for plan, losses in sweep.items():
         cells = "".join(f"{'failed':>11}" if losses[lr] is None else
                         f"{losses[lr]:10.4f}{'*' if lr == best[plan] else ' '}" for lr in lrs)
-        print(f"{plan:12}{cells}{best[plan]:10.2e}")
+        at_edge = len(lrs) >= 3 and best[plan] in (min(lrs), max(lrs))
+        edge = "  (grid edge: the optimum may lie beyond)" if at_edge else ""
+        print(f"{plan:12}{cells}{best[plan]:10.2e}{edge}")
 
 
 def print_summary(summary: dict[str, dict], best: dict[str, float], seeds: list[int],
