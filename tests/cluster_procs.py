@@ -4,12 +4,14 @@ which kills every Ray process on the machine)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 # The venv's bin: `ray` for the CLI, and first on the cluster's PATH so a job's `python` is the
@@ -57,3 +59,29 @@ def stop_head(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     process.wait(timeout=10)
+
+
+def wait_listening(port: int, process: subprocess.Popen, timeout_s: float = 30) -> None:
+    """Wait until `process` (alive all along) accepts connections on 127.0.0.1:`port`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"{process.args[0]} exited at start-up"
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{process.args[0]} did not listen on {port}")
+
+
+@contextlib.contextmanager
+def moto_server(env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real S3-compatible server (`moto_server`) on a free port of 127.0.0.1: its endpoint."""
+    port = free_ports(1)[0]
+    process = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cluster_procs import moto_server
 from raygrow.config import S3Config
 from raygrow import storage
 
@@ -40,63 +40,41 @@ class S3Server:
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_listening(port: int, process: subprocess.Popen, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "moto_server exited at start-up"
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"moto_server did not listen on {port}")
-
-
 @pytest.fixture(scope="module")
 def s3():
     """A moto_server subprocess with IAM auth, an IAM user allowed everything, and that user's
     credentials in this process's environment (restored afterwards)."""
     import boto3
 
-    port = _free_port()
-    moto = Path(sys.executable).with_name("moto_server")
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(IAM_BOOTSTRAP_ACTIONS)}
-    process = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_listening(port, process)
-        endpoint = f"http://127.0.0.1:{port}"
-        bootstrap = {"endpoint_url": endpoint, "region_name": "us-east-1",
-                     "aws_access_key_id": "bootstrap", "aws_secret_access_key": "bootstrap"}
-        iam = boto3.client("iam", **bootstrap)
-        iam.create_user(UserName="raygrow")
-        iam.put_user_policy(UserName="raygrow", PolicyName="everything", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17",
-             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
-        key = iam.create_access_key(UserName="raygrow")["AccessKey"]
-        with pytest.MonkeyPatch.context() as patch:
-            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-                         "AWS_ENDPOINT_URL_S3"):
-                patch.delenv(name, raising=False)
-            patch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
-            patch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
-            patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-            patch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to look for here
-            patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)  # nor profiles of the machine
-            patch.setenv("AWS_CONFIG_FILE", os.devnull)
-            client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-            for bucket in ("corpus", "runs"):
-                client.create_bucket(Bucket=bucket)
-            yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"], client)
-    finally:
-        storage.configure_s3()
-        process.terminate()
-        process.wait(timeout=30)
+    with moto_server(env) as endpoint:
+        try:
+            bootstrap = {"endpoint_url": endpoint, "region_name": "us-east-1",
+                         "aws_access_key_id": "bootstrap", "aws_secret_access_key": "bootstrap"}
+            iam = boto3.client("iam", **bootstrap)
+            iam.create_user(UserName="raygrow")
+            everything = {"Version": "2012-10-17",
+                          "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            iam.put_user_policy(UserName="raygrow", PolicyName="everything",
+                                PolicyDocument=json.dumps(everything))
+            key = iam.create_access_key(UserName="raygrow")["AccessKey"]
+            with pytest.MonkeyPatch.context() as patch:
+                for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
+                             "AWS_ENDPOINT_URL_S3"):
+                    patch.delenv(name, raising=False)
+                patch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+                patch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+                patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+                # no instance role to look for here, nor profiles of the machine
+                patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+                patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+                patch.setenv("AWS_CONFIG_FILE", os.devnull)
+                client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+                for bucket in ("corpus", "runs"):
+                    client.create_bucket(Bucket=bucket)
+                yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"], client)
+        finally:
+            storage.configure_s3()
 
 
 @pytest.fixture(scope="module")
