@@ -213,3 +213,16 @@ def test_bad_flags_stop_with_one_line(bench, capsys, argv, message) -> None:
     assert stopped.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert message in error
+
+
+def test_protocol_runs_keep_their_names_so_a_stopped_protocol_continues(bench) -> None:
+    protocol = bench.parse_args(["--protocol", "--corpus", "pydoc"])
+    first, later = bench.Runner(protocol, {}, "dataset"), bench.Runner(protocol, {}, "dataset")
+    later.stamp = "another-invocation"
+    assert first.name("stack", 3e-3, 1) == later.name("stack", 3e-3, 1) \
+        == "protocol-pydoc-x0.1-h128-stack-lr0.003-s1"
+    assert first.name("stack", 3e-3, 2) != first.name("stack", 3e-3, 1)
+    quick = bench.parse_args([])  # the quick mode: a fresh run per invocation, as before
+    first, later = bench.Runner(quick, {}, "dataset"), bench.Runner(quick, {}, "dataset")
+    later.stamp = "another-invocation"
+    assert first.name("stack", 3e-3, 0) != later.name("stack", 3e-3, 0)

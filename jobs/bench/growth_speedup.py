@@ -43,8 +43,10 @@ The default is the quick mode: one LR (3e-3), one seed (0). The protocol (issue 
   boundary). The FLOPs-to-target figures come from the in-run curves (the selection split).
   --protocol  all of it with the defaults: the 4 LRs above, seeds 0,1,2, the plans scratch,
       stack, clone_zero, small_fixed, mid_fixed, --scale 0.1 and --eval-limit 10 unless given.
-      About an hour on 2 idle CPU cores (5 plans x 4 LRs + 5 x 2 seed reruns = 30 runs, IQ suite
-      on the 15 winners' exports), ~1.5 h on a shared one.
+      30 runs (5 plans x 4 LRs + 5 x 2 seed reruns) and the IQ suite on the 15 winners' exports:
+      estimated at an hour on 2 idle cores, but the first from-scratch run took 7.5 min beside a
+      test suite (2026-12-03), so plan for 2-4 h. Its runs keep their names: stopped (Ctrl-C),
+      the same command continues from the finished runs.
 
 Corpora: 'stdlib' (this Python's standard library: code), 'pydoc' (natural language: the English
 text of the Python documentation topics shipped with CPython, `pydoc_data.topics`, ~0.5 MB, and
@@ -91,8 +93,8 @@ DEFAULT_LR = 3e-3  # the quick mode's peak LR, every plan
 PROTOCOL_LRS = (7.5e-4, 1.5e-3, 3e-3, 6e-3)
 PROTOCOL_SEEDS = (0, 1, 2)
 PROTOCOL_PLANS = ("scratch", "stack", "clone_zero", "small_fixed", "mid_fixed")
-# 30 runs in about an hour on 2 idle cores: a run's fixed cost (Ray Train start-up, a growth
-# transition, export: ~1-2 min on the shared box) is most of it at this scale
+# 30 runs; a run's fixed cost (Ray Train start-up, a growth transition, export: ~1-2 min on a
+# shared box) is a large part of each at this scale
 PROTOCOL_SCALE = 0.1
 PROTOCOL_EVAL_LIMIT = 10  # IQ items per task: 15 exports x ~25 s (30 items: ~80 s each)
 HELDOUT_ROWS = 256  # validation rows after the selection split's: the held-out split reported
@@ -312,11 +314,18 @@ def run_config(base: dict, name: str, stages: list[dict], lr: float, seed: int) 
     return from_dict(RunConfig, {**raw, "name": name, "stages": stages})
 
 
+class Stopped(Exception):
+    """A signal stopped a run: the benchmark ends (a failed run is only left out)."""
+
+
 def run_plan(config: RunConfig, show_progress: bool) -> dict:
     """Train one plan with raygrow.driver.train; its summary, records and validation curve."""
     started = time.time()
     summary = driver.train(config, show_progress=show_progress)
     wall = time.time() - started
+    if summary.get("stopped_by"):  # Ctrl-C / SIGTERM: the whole benchmark stops, not this run
+        raise Stopped(f"stopped by {summary['stopped_by']} during {config.name}; the same "
+                      "command continues from the finished runs (protocol mode)")
     if not summary["complete"]:
         raise RaygrowError(f"run {config.name} stopped before its last step; see "
                            f"{config.run_dir}")
@@ -764,9 +773,14 @@ class Runner:
         self.stamp = time.strftime("%Y%m%d-%H%M%S")
 
     def name(self, plan: str, lr: float, seed: int) -> str:
+        """Quick mode: a fresh run per invocation. Protocol: one name per (corpus, scale, width,
+        plan, LR, seed), so a stopped protocol rerun with the same --storage takes its finished
+        runs as they are and continues the others from their checkpoints."""
         if quick(self.args):
             return f"growth-{plan}-{self.stamp}"
-        return f"growth-{plan}-lr{lr:g}-s{seed}-{self.stamp}"
+        corpus = self.args.corpus if self.args.corpus in ("stdlib", PYDOC) else "corpus"
+        return (f"protocol-{corpus}-x{self.args.scale:g}-h{self.args.hidden}-{plan}-lr{lr:g}"
+                f"-s{seed}")
 
     def run(self, plan: str, stages: list[dict], lr: float, seed: int) -> dict:
         config = run_config(self.base, self.name(plan, lr, seed), stages, lr, seed)
@@ -877,6 +891,8 @@ def main(argv: list[str] | None = None) -> None:
             protocol_mode(args, runner, plans, out, settings)
     except RaygrowError as error:
         sys.exit(f"growth_speedup: error: {error}")
+    except Stopped as stopped:
+        sys.exit(f"growth_speedup: {stopped}")
     print(f"wrote {out / 'results.json'} and {out / 'growth_speedup.png'}")
 
 
