@@ -13,6 +13,7 @@ refuses, and the autoscaler terminates the node as "launch failed", over and ove
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tempfile
 import textwrap
@@ -113,6 +114,7 @@ class AutoscalingHead:
         for process in left:
             process.kill()
         psutil.wait_procs(left, timeout=10)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def plan(endpoint: str) -> dict:
