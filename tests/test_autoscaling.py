@@ -13,6 +13,7 @@ refuses, and the autoscaler terminates the node as "launch failed", over and ove
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -72,7 +73,7 @@ class AutoscalingHead:
         # Short and outside pytest's tmp dir: Ray's unix sockets live under it (108-byte limit).
         self.temp_dir = Path(tempfile.mkdtemp(prefix="raygrow-as-", dir="/tmp"))
         token = self.temp_dir / "auth_token"
-        token.write_text(__import__("os").urandom(32).hex())
+        token.write_text(os.urandom(32).hex())
         (gcs, client, agent_http, agent_grpc, metrics, node_manager, object_manager,
          runtime_env) = free_ports(8)
         self.address = f"{get_node_ip_address()}:{gcs}"

@@ -226,3 +226,9 @@ def test_protocol_runs_keep_their_names_so_a_stopped_protocol_continues(bench) -
     first, later = bench.Runner(quick, {}, "dataset"), bench.Runner(quick, {}, "dataset")
     later.stamp = "another-invocation"
     assert first.name("stack", 3e-3, 0) != later.name("stack", 3e-3, 0)
+
+
+def test_two_corpus_paths_never_share_a_protocol_run_name(bench) -> None:
+    names = {bench.Runner(bench.parse_args(["--protocol", "--corpus", corpus]), {}, "d").name(
+        "stack", 3e-3, 0) for corpus in ("/data/a.txt", "/data/b.txt")}
+    assert len(names) == 2 and all(name.startswith("protocol-corpus-") for name in names)

@@ -62,6 +62,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import hashlib
 import json
 import math
 import os
@@ -778,7 +779,9 @@ class Runner:
         runs as they are and continues the others from their checkpoints."""
         if quick(self.args):
             return f"growth-{plan}-{self.stamp}"
-        corpus = self.args.corpus if self.args.corpus in ("stdlib", PYDOC) else "corpus"
+        corpus = self.args.corpus
+        if corpus not in ("stdlib", PYDOC):  # a path: two corpora never share a run name
+            corpus = "corpus-" + hashlib.sha256(corpus.encode()).hexdigest()[:8]
         return (f"protocol-{corpus}-x{self.args.scale:g}-h{self.args.hidden}-{plan}-lr{lr:g}"
                 f"-s{seed}")
 

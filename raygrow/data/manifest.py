@@ -80,7 +80,8 @@ class Manifest:
         if manifest.format_version != FORMAT_VERSION:
             raise DataError(f"{path} has format {manifest.format_version}, this raygrow reads "
                             f"{FORMAT_VERSION}; {redo}")
-        present = {storage.base_name(entry.path) for entry in storage.list_files(directory, False)}
+        listed = storage.list_files(directory, recursive=False)
+        present = {storage.base_name(entry.path) for entry in listed}
         for name in manifest.train_shards + manifest.val_shards:  # one listing, not a lookup each
             storage.contained(name, path)
             if name not in present:
