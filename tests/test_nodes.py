@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+from cluster_procs import clean_env, moto_server
 
 PROBE = textwrap.dedent("""
     import json, ray
@@ -83,22 +84,22 @@ def test_a_worker_bundle_is_compared_with_what_one_node_holds():
 
 NODE_LOSS = textwrap.dedent("""
     import json, sys, threading, time
-    from pathlib import Path
     import ray
     from ray.cluster_utils import Cluster
-    from raygrow import driver
+    from raygrow import driver, storage
     from raygrow.config import RunConfig, from_dict
+    from raygrow.train import checkpoint
 
-    storage, mode = sys.argv[1], sys.argv[2]  # mode: elastic (workers 1..2) or fixed (2)
+    endpoint, mode = sys.argv[1], sys.argv[2]  # mode: elastic (workers 1..2) or fixed (2)
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 1, "include_dashboard": False})
     nodes = [cluster.add_node(num_cpus=2) for _ in range(2)]
     ray.init(address=cluster.address, logging_level="ERROR")
     cluster.wait_for_nodes()
     config = from_dict(RunConfig, {
-        "name": "node-loss", "storage": storage,
+        "name": "node-loss", "storage": "s3://runs/runs", "s3": {"endpoint_url": endpoint},
         "data": {"source": "stdlib", "seq_len": 32, "max_documents": 60, "val_fraction": 0.1,
-                 "rows_per_shard": 512},
+                 "rows_per_shard": 512, "cache_dir": "s3://runs/datasets"},
         "stages": [{"shape": {"layers": 2, "hidden": 32, "heads": 4, "kv_heads": 2, "ffn": 64},
                     "tokens": 8 * 512,
                     "workers": {"min": 1, "max": 2} if mode == "elastic" else 2}],
@@ -106,6 +107,8 @@ NODE_LOSS = textwrap.dedent("""
                   "lr": 1e-3, "warmup_steps": 2, "log_every": 1, "val_every": 4, "val_rows": 8,
                   "max_failures": 3, "log_rows": True, "resource_timeout_s": 60},
         "checkpoint": {"every_steps": 2, "keep": 5}})
+    storage.configure_s3(endpoint)
+    stage_dir = storage.join(config.run_dir, "stage-0")
     out = {"errors": []}
     def train():
         try:
@@ -113,31 +116,38 @@ NODE_LOSS = textwrap.dedent("""
         except Exception as error:  # reported in the result
             out["errors"].append(f"{type(error).__name__}: {error}")
 
+    def worker_nodes():
+        # the nodes of the worker group's placement group, as the GCS has it (the Train
+        # controller and the coordinator live on the head, the driver's node)
+        groups = [g for g in ray.util.placement_group_table().values()
+                  if g["state"] == "CREATED"]
+        return {node for g in groups for node in g["bundles_to_node_id"].values()}
+
     thread = threading.Thread(target=train)
     thread.start()
-    metrics = Path(config.run_dir) / "stage-0" / "metrics.jsonl"
     removed = None
     deadline = time.monotonic() + 600
     while removed is None and time.monotonic() < deadline and thread.is_alive():
-        records = ([json.loads(l) for l in metrics.read_text().splitlines()] if metrics.exists()
-                   else [])
-        placed = [r for r in records if r.get("event") == "placement"]
-        if placed and any(r.get("step", 0) >= 3 and "event" not in r for r in records):
-            rank1 = placed[-1]["detail"]["ranks"][1]["node"]
-            node = next(n for n in nodes if n.node_id == rank1)
-            cluster.remove_node(node, allow_graceful=False)  # the node of rank 1 is gone
-            removed, removed_at = rank1, time.monotonic()
-        time.sleep(0.5)
+        # the metrics log reaches S3 in batches; a checkpoint is uploaded when it is taken
+        saved = [checkpoint.step_of(c) for c in checkpoint.candidates(stage_dir)]
+        held = worker_nodes() if saved else set()
+        if len(held) == 2:
+            node = next(n for n in nodes if n.node_id in held)
+            cluster.remove_node(node, allow_graceful=False)  # a node of the stage is gone
+            removed, removed_at = node.node_id, time.monotonic()
+        time.sleep(0.2)
     thread.join(timeout=900)
     out["stopped_after_s"] = time.monotonic() - removed_at if removed else None
     if mode == "fixed":  # no replacement came: the run stopped; a new node, and the rerun resumes
         cluster.add_node(num_cpus=2)
         cluster.wait_for_nodes()
         train()
-    records = [json.loads(l) for l in metrics.read_text().splitlines()]
+    def jsonl(path):
+        return [json.loads(line) for line in storage.read_bytes(path).decode().splitlines()]
+    records = jsonl(storage.join(stage_dir, "metrics.jsonl"))
     rows = []
-    for path in sorted((Path(config.run_dir) / "stage-0" / "rows").glob("rank-*.jsonl")):
-        rows += [row for line in path.read_text().splitlines() for row in json.loads(line)["rows"]]
+    for path in sorted(storage.glob(storage.join(stage_dir, "rows", "rank-*.jsonl"))):
+        rows += [row for record in jsonl(path) for row in record["rows"]]
     print("RESULT " + json.dumps({
         "removed": removed, "complete": out.get("summary", {}).get("complete"), **out,
         "placements": [r["detail"]["ranks"] for r in records if r.get("event") == "placement"],
@@ -148,9 +158,19 @@ NODE_LOSS = textwrap.dedent("""
 """)
 
 
-def lose_a_node(tmp_path, mode: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", NODE_LOSS, str(tmp_path / "runs"), mode],
-                          capture_output=True, text=True, timeout=1500)
+def lose_a_node(mode: str) -> dict:
+    """NODE_LOSS in its own interpreter (its own cluster), storage on a moto_server of its own."""
+    import boto3
+
+    env = clean_env(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+                    AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+                    AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_CONFIG_FILE="/dev/null")
+    with moto_server() as endpoint:
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                     aws_access_key_id="test", aws_secret_access_key="test"
+                     ).create_bucket(Bucket="runs")
+        done = subprocess.run([sys.executable, "-c", NODE_LOSS, endpoint, mode], env=env,
+                              capture_output=True, text=True, timeout=1500)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-4000:]
     out = json.loads(lines[-1][len("RESULT "):])
@@ -163,10 +183,10 @@ def lose_a_node(tmp_path, mode: str) -> dict:
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.nodes
-def test_a_lost_node_shrinks_an_elastic_stage_and_every_row_is_trained_once(tmp_path):
+def test_a_lost_node_shrinks_an_elastic_stage_and_every_row_is_trained_once():
     """Workers {min 1, max 2} of 2 CPUs on two 2-CPU nodes: the node of rank 1 is removed after
     step 3; the stage goes on with 1 worker from its last checkpoint and ends with each row once."""
-    out = lose_a_node(tmp_path, "elastic")
+    out = lose_a_node("elastic")
     assert not out["errors"]
     first, *_, last = out["placements"]
     assert len(first) == 2 and len({rank["node"] for rank in first}) == 2  # one worker per node
@@ -178,11 +198,11 @@ def test_a_lost_node_shrinks_an_elastic_stage_and_every_row_is_trained_once(tmp_
 @pytest.mark.ray
 @pytest.mark.nodes
 @pytest.mark.slow
-def test_a_lost_node_under_a_fixed_worker_count_stops_resumable_after_the_timeout(tmp_path):
+def test_a_lost_node_under_a_fixed_worker_count_stops_resumable_after_the_timeout():
     """2 fixed workers, one node removed and no replacement: the run waits
     train.resource_timeout_s (60 s, 3 tries), stops with one line naming what is missing, and
     once a node is added the rerun finishes the stage from its last checkpoint, each row once."""
-    out = lose_a_node(tmp_path, "fixed")
+    out = lose_a_node("fixed")
     [error] = out["errors"]
     assert error.startswith("RaygrowError: train.resource_timeout_s: the workers could not be "
                             "placed within 60 s (2 worker(s) need 2 CPU each, on one node each, "
