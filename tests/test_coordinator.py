@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from raygrow import driver
+from raygrow.coordinator.summary import transition_breakdown
 from raygrow.errors import RaygrowError
 from raygrow.train import checkpoint
 
@@ -80,6 +81,13 @@ def test_two_stage_plan_grows_and_rescales(grown):
     assert transition["depth_op"] == "stack" and transition["from_stage"] == 0
     assert transition["val_loss_before"] == small["final_val_loss"]
     assert transition["val_loss_after"] > 0 and transition["seconds"] > 0
+    # the same transition from the workers' and the coordinator's own stamps, part by part
+    parts = transition["breakdown"]
+    assert {"final_checkpoint", "worker_group_end", "export", "growth", "ray_train_start",
+            "process_and_imports", "worker_setup", "checkpoint_load", "engine",
+            "growth_validation", "first_step"} <= parts.keys()
+    assert all(seconds >= 0 for seconds in parts.values())
+    assert sum(parts.values()) == pytest.approx(transition["seconds"], abs=2.0)
     # G_stack: stage 1's first blocks are copies of stage 0's, in order 0, 1, 0, 1.
     source = tensors(checkpoint.latest_valid(run_dir / "stage-0"))
     init = tensors(run_dir / "stage-1" / "init")
@@ -89,6 +97,19 @@ def test_two_stage_plan_grows_and_rescales(grown):
     for stage in (0, 1):
         assert (run_dir / f"stage-{stage}" / "export" / "config.json").exists()
     assert (run_dir / "report.png").exists() and (run_dir / "export" / "model.safetensors").exists()
+
+
+def test_a_transition_breakdown_adds_up_its_stamps_in_order():
+    stamps = {"stepped": 10.0, "saved": 10.5, "train_end": 12.0, "prepare_start": 12.25,
+              "prepare_end": 13.0, "train_start": 13.5, "process": 1.0, "imported": 18.0,
+              "train_fn": 19.0, "first_step": 21.0}
+    # no export: its coordinator gaps merge; a process Ray started before fit() counts from fit()
+    assert transition_breakdown(stamps) == {
+        "final_checkpoint": 0.5, "worker_group_end": 1.5, "coordinator": 0.25, "growth": 0.75,
+        "rescaling": 0.5, "ray_train_start": 0.0, "process_and_imports": 4.5,
+        "worker_setup": 1.0, "first_step": 2.0}
+    assert transition_breakdown({**stamps, "saved": 9.0}) is None  # stamps of two invocations
+    assert transition_breakdown({"stepped": 1.0}) is None
 
 
 def test_rows_exactly_once_across_the_stage_boundary(grown):

@@ -7,7 +7,11 @@ to the first step record of stage k+1. It covers stage k's final checkpoint, the
 worker group, the HF export, the growth itself (load, grow, save), the new worker group, the
 engine build and state load, the validation logged right after growth and the first step.
 Records are time-stamped when the coordinator writes them (every 0.5 s), so each figure is good
-to about ±0.5 s.
+to about ±0.5 s. Its breakdown (summary.json's `transitions[].breakdown`) comes from stamps the
+workers and the coordinator take themselves: stage k's last step and final checkpoint (rank 0),
+fit() returning, the export and growth tasks, fit() of stage k+1, then in its rank-0 worker the
+process start, the imports, Ray Train's call of the loop, the data readers, the checkpoint load,
+the engine, the grown model's first validation and the first step.
 
 Against it, measured here on the larger model's final checkpoint of the same run (full state:
 weights and AdamW moments, as a plain resume of that model would save and load):
@@ -47,11 +51,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import growth_speedup  # noqa: E402
 
 from raygrow.config import RunConfig, from_dict  # noqa: E402
+from raygrow.coordinator.summary import BREAKDOWN  # noqa: E402
 from raygrow.data import Manifest  # noqa: E402
 from raygrow.errors import RaygrowError  # noqa: E402
 from raygrow.train import checkpoint  # noqa: E402
 
 STARVATION_TARGET = 0.02
+BREAKDOWN_ORDER = tuple(dict.fromkeys(part for _, part in BREAKDOWN if part))
 TRANSITION_TARGET = 3.0
 
 
@@ -146,11 +152,12 @@ def transition_rows(run_dir: Path) -> list[dict]:
     summary = json.loads((run_dir / "summary.json").read_text())
     if not summary["transitions"]:
         return []
-    growths = json.loads((run_dir / "coordinator.json").read_text())["growths"]
+    specs = json.loads((run_dir / "coordinator.json").read_text())["specs"]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rows = []
-    for transition, growth in zip(summary["transitions"], growths):
+    for transition in summary["transitions"]:
         after = transition["to_stage"]
+        growth = specs[f"stage-{after}"]["growth"]
         larger = checkpoint.latest_valid(run_dir / f"stage-{after}")
         event = next((r for r in records if r.get("stage") == after and r.get("event") == "growth"), None)
         last_step = _step_records(records, after - 1)[-1]
@@ -161,7 +168,8 @@ def transition_rows(run_dir: Path) -> list[dict]:
         rows.append({
             "run": run_dir.name, "transition": f"{after - 1}->{after}",
             "ops": "+".join(op for op in (transition["width_op"], transition["depth_op"]) if op),
-            "seconds": seconds, "grow_seconds": growth.get("grow_seconds"),
+            "seconds": seconds, "grow_seconds": growth["seconds"],
+            "breakdown": transition.get("breakdown"),
             "to_growth_validation": event["time"] - last_step["time"] if event else None,
             "checkpoint_bytes": size, "save_seconds": save, "load_seconds": load, "engine_seconds": engine,
             "cold_start_seconds": cold, "ratio": seconds / (save + load),
@@ -210,14 +218,35 @@ def run_dirs(args: argparse.Namespace) -> list[Path]:
     from raygrow.data import prepare
 
     driver.ensure_ray()
-    prepare(from_dict(RunConfig, {**base, "stages": plans["stack"][0]}), show_progress=not args.quiet)
+    prepare(growth_speedup.run_config(base, "probe", plans["stack"][0], growth_speedup.DEFAULT_LR, 0),
+            show_progress=not args.quiet)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     dirs = []
     for plan in ("stack", "clone_zero"):
         print(f"\n== {plan} ==", flush=True)
-        run = growth_speedup.run_plan(base, f"transition-{plan}-{stamp}", plans[plan][0], not args.quiet)
+        config = growth_speedup.run_config(base, f"transition-{plan}-{stamp}", plans[plan][0],
+                                           growth_speedup.DEFAULT_LR, 0)
+        run = growth_speedup.run_plan(config, not args.quiet)
         dirs.append(Path(run["config"].run_dir))
     return dirs
+
+
+def print_breakdown(transitions: list[dict]) -> None:
+    """Each transition part by part, from the workers' and the coordinator's own stamps
+    (summary.json's `breakdown`), in the order the parts happen."""
+    parts = [part for row in transitions for part in (row["breakdown"] or {})]
+    parts = list(dict.fromkeys(part for part in BREAKDOWN_ORDER if part in parts))
+    if not parts:
+        return
+    print("\ntransition breakdown, seconds (worker and coordinator stamps; 'sum' against the transition)")
+    print(f"{'part':22} " + " ".join(f"{row['run'][:18]:>18}" for row in transitions))
+    for part in parts + ["sum"]:
+        cells = []
+        for row in transitions:
+            breakdown = row["breakdown"] or {}
+            value = sum(breakdown.values()) if part == "sum" else breakdown.get(part)
+            cells.append(f"{value:18.2f}" if value is not None else f"{'-':>18}")
+        print(f"{part:22} " + " ".join(cells))
 
 
 def report(transitions: list[dict], waits: list[dict]) -> None:
@@ -234,6 +263,7 @@ def report(transitions: list[dict], waits: list[dict]) -> None:
               f"{row['grow_seconds']:6.2f} {to_val} {row['save_seconds']:6.3f} {row['load_seconds']:6.3f} "
               f"{row['engine_seconds']:6.2f} {row['cold_start_seconds']:6.2f} {row['ratio']:6.1f}x "
               f"{row['ratio_with_engine']:7.1f}x {row['ratio_with_cold_start']:5.1f}x")
+    print_breakdown(transitions)
     if transitions:
         worst = max(row["ratio"] for row in transitions)
         print(f"worst transition: {worst:.1f}x a plain save + load of the larger model "

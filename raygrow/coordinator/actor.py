@@ -45,6 +45,7 @@ class RunOutcome:
     stopped_by: str | None = None  # SIGTERM / SIGINT: the driver stopped the run (it resumes)
     failure: str | None = None  # why the run stopped before its end, when it did not just pause
     waits: dict[str, float] = dataclasses.field(default_factory=dict)  # resource wait by spec, s
+    times: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # phase stamps
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)
@@ -117,6 +118,7 @@ class Coordinator:
                                    if entry.growth is not None},
                           waits={name: entry.resource_wait_s
                                  for name, entry in self.state.specs.items()},
+                          times={name: entry.times for name, entry in self.state.specs.items()},
                           wall_s=self.state.wall_s)
 
     def _done(self, name: str) -> bool:
@@ -129,7 +131,7 @@ class Coordinator:
             self._advance("preparing", spec.name)
         self.current.update(spec=spec.name, step=spec.start_step)
         if self.state.phase == "preparing":
-            self._prepare(spec)
+            self._timed(spec, "prepare", self._prepare)
             self._advance("rescaling")
         if self.state.phase == "rescaling" and spec.end_step == 0:
             self._advance("exporting")  # trains nothing (a pretrained model grown at once)
@@ -143,15 +145,23 @@ class Coordinator:
             self.evaluations.after_growth(spec, self._init_dir(spec),
                                           masked=bool(growth and growth.masks))
         if self.state.phase == "training":
-            if not self._train(spec):
+            if not self._timed(spec, "train", self._train):
                 return False
             self._advance("exporting")
         if spec.exports:
-            self._export(spec)
+            self._timed(spec, "export", self._export)
             self.evaluations.after_export(spec)
         self.state.specs[spec.name].done = True
         self.state.save(self.run_dir)
         return True
+
+    def _timed(self, spec: StageSpec, phase: str, action):
+        """`action(spec)`, its start and end stamped into the spec's state (`times`)."""
+        times = self.state.specs[spec.name].times
+        times[f"{phase}_start"] = time.time()
+        outcome = action(spec)
+        times[f"{phase}_end"] = time.time()
+        return outcome
 
     def _advance(self, phase: str, spec: str | None = None) -> None:
         self.state.advance(phase, spec)

@@ -37,6 +37,9 @@ class SpecState:
     done: bool = False
     growth: GrowthRecord | None = None  # how its init was grown, once it was
     resource_wait_s: float = 0.0  # how long it waited for the cluster to hold its workers
+    # wall-clock stamps (s since the epoch) of its phases in the invocation that ran them:
+    # prepare_start/_end (its init written: a growth), train_start/_end (fit), export_start/_end
+    times: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,7 +95,9 @@ class CoordinatorState:
                                          "masks": MaskSpec.from_dict(masks) if masks else None})
             specs[name] = SpecState(fingerprint=entry["fingerprint"], done=bool(entry["done"]),
                                     growth=growth,
-                                    resource_wait_s=float(entry.get("resource_wait_s", 0.0)))
+                                    resource_wait_s=float(entry.get("resource_wait_s", 0.0)),
+                                    times={key: float(value)
+                                           for key, value in entry.get("times", {}).items()})
         if raw["phase"] not in PHASES:
             raise ValueError(raw["phase"])
         return cls(current=raw["current"], phase=raw["phase"], specs=specs, inputs=raw["inputs"],

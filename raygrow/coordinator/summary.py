@@ -46,8 +46,50 @@ def stage_summary(config: RunConfig, index: int, records: list[Record], start: S
     }
 
 
+# A transition's stamps in the order they happen, each with the part of the transition that
+# ends at it: stage k's last worker (`finish` event), the coordinator's phases of stage k and
+# k+1 (RunOutcome.times), stage k+1's rank-0 worker (`startup` event).
+BREAKDOWN = (
+    ("stepped", None),  # stage k's last step done (validation and record included)
+    ("saved", "final_checkpoint"),  # its final checkpoint saved and reported
+    ("train_end", "worker_group_end"),  # Ray Train's fit() returned: the workers are gone
+    ("export_start", "coordinator"),
+    ("export_end", "export"),  # stage k's HF export (a Ray task)
+    ("prepare_start", "coordinator"),
+    ("prepare_end", "growth"),  # the growth, a Ray task: read, grow, write the init checkpoint
+    ("train_start", "rescaling"),  # the cluster checked for stage k+1's workers
+    ("process", "ray_train_start"),  # Ray Train's controller, placement group, worker actors
+    ("imported", "process_and_imports"),  # the worker process: torch, DeepSpeed, transformers
+    ("train_fn", "worker_setup"),  # Ray Train's worker context and torch.distributed (gloo/NCCL)
+    ("data", "data"),  # manifest and row readers (the Ray Data pipeline built)
+    ("state", "checkpoint_load"),  # the grown init read and verified
+    ("engine", "engine"),  # model built, DeepSpeed engine, state loaded into it
+    ("validated", "growth_validation"),  # the grown model's first validation
+    ("first_step", "first_step"),
+)
+
+
+def transition_breakdown(stamps: dict[str, float]) -> dict[str, float] | None:
+    """Seconds of each part of a transition from its stamps (parts without stamps left out);
+    None when the stamps do not run forward (stages run by different invocations)."""
+    if "process" in stamps and "train_start" in stamps:  # a process Ray started before fit()
+        stamps = {**stamps, "process": max(stamps["process"], stamps["train_start"])}
+    present = [(stamps[name], part) for name, part in BREAKDOWN if name in stamps]
+    if len(present) < 2 or any(b < a for (a, _), (b, _) in zip(present, present[1:])):
+        return None
+    parts: dict[str, float] = {}
+    for (before, _), (at, part) in zip(present, present[1:]):
+        parts[part] = parts.get(part, 0.0) + at - before
+    return parts
+
+
+def _worker_times(records: list[Record], kind: str, which: int) -> dict[str, float]:
+    found = events(records, kind)
+    return dict((found[which].detail or {}).get("times", {})) if found else {}
+
+
 def transition_summary(spec: StageSpec, outcome: RunOutcome, before: list[Record],
-                       after: list[Record], index: int) -> dict:
+                       after: list[Record], index: int, before_spec: StageSpec) -> dict:
     """Validation loss just before and just after a growth, and the time between the last step
     of the old stage and the first step of the new one."""
     growth = outcome.growths[spec.name]
@@ -63,6 +105,15 @@ def transition_summary(spec: StageSpec, outcome: RunOutcome, before: list[Record
         "val_loss_before": validated[-1].val_loss if validated else None,
         "val_loss_after": after_growth[0].val_loss if after_growth else None,
         "seconds": (first_step.time - last_step.time) if first_step and last_step else None,
+        # from the workers' and the coordinator's own clocks (the seconds above are stamped as
+        # the coordinator's 0.5 s poll writes the records)
+        "breakdown": transition_breakdown({
+            **_worker_times(before, "finish", -1),
+            **{key: value for key, value in outcome.times.get(before_spec.name, {}).items()
+               if key.startswith(("train_end", "export_"))},
+            **{key: value for key, value in outcome.times.get(spec.name, {}).items()
+               if key.startswith(("prepare_", "train_start"))},
+            **_worker_times(after, "startup", 0)}),
     }
 
 
@@ -80,7 +131,8 @@ def summarise_plan(config: RunConfig, specs: list[StageSpec], outcome: RunOutcom
                           "resource_wait_s": outcome.waits.get(specs[index].name, 0.0)})
         start = steps(records[index])[-1] if steps(records[index]) else start
     evaluations = stage_evaluations(specs, records, summaries, run_dir)
-    transitions = [transition_summary(spec, outcome, records[index - 1], records[index], index)
+    transitions = [transition_summary(spec, outcome, records[index - 1], records[index], index,
+                                      specs[index - 1])
                    for index, spec in enumerate(specs)
                    if spec.name in outcome.growths and records[index]]
     summary = {"name": config.name, "complete": outcome.complete, "stages": summaries,

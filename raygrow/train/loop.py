@@ -19,6 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+import psutil
 import ray
 import ray.train
 import ray.train.torch
@@ -62,9 +63,19 @@ class Progress:
 
 
 class Worker:
-    """One data-parallel rank of a stage."""
+    """One data-parallel rank of a stage.
 
-    def __init__(self, run: StageRun):
+    `startup` holds wall-clock stamps (seconds since the epoch) of this worker's start, for the
+    stage-transition breakdown in summary.json: `process` (this process started), `imported`
+    (this module, with torch, DeepSpeed and transformers, imported), `train_fn` (Ray Train called
+    the loop), `data` (the rows readable), `state` (the checkpoint or init loaded), `engine` (the
+    model and DeepSpeed engine built), then in `_train` `validated` (a grown model's first
+    validation) and `first_step`; rank 0 sends them as a `startup` event after its first step.
+    """
+
+    def __init__(self, run: StageRun, entered: float | None = None):
+        self.startup = {"process": psutil.Process().create_time(), "imported": IMPORTED_AT,
+                        "train_fn": entered or time.time()}
         self.run = run
         self.config: RunConfig = run.config
         context = ray.train.get_context()
@@ -82,13 +93,16 @@ class Worker:
         # One manifest load per worker: each looks up every shard (a request each on S3).
         self.train_rows = self._train_rows(run.dataset_dir, manifest)
         self.val_rows = PackedRows(run.dataset_dir, "val", None, manifest=manifest)
+        self.startup["data"] = time.time()
         self.flops_per_token = flops_per_token(self.config.model, self.vocab,
                                                self.config.data.seq_len, run.trainable)
         resumed_from, state, meta = self._start_state()
+        self.startup["state"] = time.time()
         self.progress = Progress.from_meta(meta) if meta else Progress()
         self.masks = run.masks if self.progress.step <= run.ramp_steps else None
         self._eos_id = manifest.eos_id
         self.engine = self._engine(state, manifest.eos_id)
+        self.startup["engine"] = time.time()
         self.device_name, self.peak = device_peak()
         self.resumed = resumed_from is not None
         if self.resumed:
@@ -332,6 +346,14 @@ class Worker:
         record.data_wait_frac = window.data_wait_s / window.seconds
         record.device = self.device_name
 
+    def started(self) -> None:
+        """After this worker's first step: send its start-up stamps, once."""
+        if self.startup is not None:
+            self.startup["first_step"] = time.time()
+            self.emit(EventRecord(event="startup", step=self.progress.step,
+                                  detail={"times": self.startup}))
+            self.startup = None
+
     def emit(self, record: Record) -> None:
         if self.rank == 0 and self.run.sink is not None:
             self.run.sink.push.remote(record)
@@ -380,7 +402,8 @@ class Window:
 
 def train_fn(loop_config: dict) -> None:
     """Ray Train's `train_loop_per_worker`."""
-    worker = Worker(loop_config["run"])
+    entered = time.time()
+    worker = Worker(loop_config["run"], entered)
     try:
         _train(worker)
     finally:
@@ -399,6 +422,7 @@ def _train(worker: Worker) -> None:
     if worker.started_from_growth:  # the loss right after growth, for the function-preservation log
         worker.emit(EventRecord(event="growth", step=0, val_loss=worker.validate(),
                                 tokens=worker.progress.tokens, flops=worker.progress.flops))
+        worker.startup["validated"] = time.time()
     while worker.progress.step < stop_at:
         started = time.perf_counter()
         result = worker.train_step()
@@ -421,9 +445,14 @@ def _train(worker: Worker) -> None:
             record.val_loss = worker.validate()
         guard.watch_spikes(worker, result["loss"])
         worker.emit(record)
+        worker.started()
         if step % config.checkpoint.every_steps == 0 or last or stopping:
+            stepped = time.time()
             worker.save_checkpoint(record)
             guard.rollbacks = 0  # a checkpoint after the last rollback: training goes on normally
+            if last:  # the stage's end, for the transition breakdown
+                worker.emit(EventRecord(event="finish", step=step, detail={
+                    "times": {"stepped": stepped, "saved": time.time()}}))
         _kill_rank_fault(worker)
         if stopping:
             worker.emit(EventRecord(event="stop", step=step, detail={"reason": "stop requested"}))
@@ -486,3 +515,8 @@ def _kill_rank_fault(worker: Worker) -> None:
     if fault == f"kill_rank:{worker.rank}:{worker.progress.step}" and not storage.exists(marker):
         storage.write_bytes(marker, b"")
         os._exit(17)
+
+
+# When this module, and torch, DeepSpeed and transformers with it, was imported in this process:
+# a new stage's worker imports it on its way to the loop (the `imported` start-up stamp).
+IMPORTED_AT = time.time()

@@ -37,7 +37,7 @@ class StepRecord:
 class EventRecord:
     """Something that happened between steps."""
 
-    event: str  # resume | growth | nonfinite | spike | stop | placement
+    event: str  # resume | growth | nonfinite | spike | stop | placement | startup | finish
     step: int  # the step it happened at (for a resume: the checkpoint's step)
     time: float | None = None
     checkpoint: str | None = None  # resume: the checkpoint directory resumed from
