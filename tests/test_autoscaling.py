@@ -25,7 +25,7 @@ import psutil
 import pytest
 import yaml
 
-from cluster_procs import BIN, clean_env, free_ports, moto_server, stop_head
+from cluster_procs import BIN, S3_ENV, clean_env, free_ports, moto_server, stop_head
 
 pytestmark = [pytest.mark.ray, pytest.mark.nodes, pytest.mark.slow]
 
@@ -141,13 +141,10 @@ def test_the_autoscaler_adds_a_node_per_worker_for_the_grown_stage_and_releases_
     import boto3
 
     with moto_server() as endpoint:
-        s3_env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                  "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-                  "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_CONFIG_FILE": "/dev/null"}
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                               aws_access_key_id="test", aws_secret_access_key="test")
         client.create_bucket(Bucket="runs")
-        head = AutoscalingHead(s3_env)
+        head = AutoscalingHead(S3_ENV)
         try:
             before = head.nodes()
             assert before["alive"] == [before["head"]]  # min_workers 0: nothing launched yet

@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from cluster_procs import clean_env, moto_server
+from cluster_procs import S3_ENV, clean_env, moto_server
 
 PROBE = textwrap.dedent("""
     import json, ray
@@ -162,9 +162,7 @@ def lose_a_node(mode: str) -> dict:
     """NODE_LOSS in its own interpreter (its own cluster), storage on a moto_server of its own."""
     import boto3
 
-    env = clean_env(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
-                    AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
-                    AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_CONFIG_FILE="/dev/null")
+    env = clean_env(**S3_ENV)
     with moto_server() as endpoint:
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                      aws_access_key_id="test", aws_secret_access_key="test"

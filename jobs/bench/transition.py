@@ -234,8 +234,8 @@ def run_dirs(args: argparse.Namespace) -> list[Path]:
 def print_breakdown(transitions: list[dict]) -> None:
     """Each transition part by part, from the workers' and the coordinator's own stamps
     (summary.json's `breakdown`), in the order the parts happen."""
-    parts = [part for row in transitions for part in (row["breakdown"] or {})]
-    parts = list(dict.fromkeys(part for part in BREAKDOWN_ORDER if part in parts))
+    present = {part for row in transitions for part in (row["breakdown"] or {})}
+    parts = [part for part in BREAKDOWN_ORDER if part in present]
     if not parts:
         return
     print("\ntransition breakdown, seconds (worker and coordinator stamps; 'sum' against the transition)")

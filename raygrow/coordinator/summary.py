@@ -83,6 +83,10 @@ def transition_breakdown(stamps: dict[str, float]) -> dict[str, float] | None:
     return parts
 
 
+def _picked(times: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:
+    return {name: times[name] for name in names if name in times}
+
+
 def _worker_times(records: list[Record], kind: str, which: int) -> dict[str, float]:
     found = events(records, kind)
     return dict((found[which].detail or {}).get("times", {})) if found else {}
@@ -109,10 +113,10 @@ def transition_summary(spec: StageSpec, outcome: RunOutcome, before: list[Record
         # the coordinator's 0.5 s poll writes the records)
         "breakdown": transition_breakdown({
             **_worker_times(before, "finish", -1),
-            **{key: value for key, value in outcome.times.get(before_spec.name, {}).items()
-               if key.startswith(("train_end", "export_"))},
-            **{key: value for key, value in outcome.times.get(spec.name, {}).items()
-               if key.startswith(("prepare_", "train_start"))},
+            **_picked(outcome.times.get(before_spec.name, {}),
+                      ("train_end", "export_start", "export_end")),
+            **_picked(outcome.times.get(spec.name, {}),
+                      ("prepare_start", "prepare_end", "train_start")),
             **_worker_times(after, "startup", 0)}),
     }
 
