@@ -232,3 +232,45 @@ def test_two_corpus_paths_never_share_a_protocol_run_name(bench) -> None:
     names = {bench.Runner(bench.parse_args(["--protocol", "--corpus", corpus]), {}, "d").name(
         "stack", 3e-3, 0) for corpus in ("/data/a.txt", "/data/b.txt")}
     assert len(names) == 2 and all(name.startswith("protocol-corpus-") for name in names)
+
+
+# ---- --tune -------------------------------------------------------------------------------------
+
+
+def test_tuned_plan_is_the_sweep_trial_raygrow_tune_ran(bench, tmp_path) -> None:
+    """The plan `tuned` is built from a sweep's best row: the same stages raygrow.tune's trial
+    trained (shape, tokens, G_stack), so the protocol measures what the sweep chose."""
+    from raygrow.model import flops_per_token
+    from raygrow.tune.budget import make_trial
+    from raygrow.tune.config import sweep_config
+
+    args = bench.parse_args(["--protocol", "--tune", "--storage", str(tmp_path)])
+    base, sizing, plans = bench.build(args)
+    scratch, _ = plans["scratch"]
+    plan = bench.run_config(base, "tune-base", scratch, bench.DEFAULT_LR, 0)
+    sweep = sweep_config({"plan": plan.to_dict(), "flop_budget": sizing.budget, "name": "t",
+                          "space": {"d": list(bench.TUNE_D), "g": list(bench.TUNE_G)}})
+    for d in bench.TUNE_D:
+        for g in bench.TUNE_G:
+            trial = make_trial(sweep, plan, d, g, "d", "g")
+            stages = bench.tuned_stages(sizing, trial.plan.stages[0].shape.layers,
+                                        trial.small_tokens, trial.final_tokens)
+            tuned = bench.run_config(base, "tuned", stages, 3e-3, 0)
+            assert [(s.shape, s.tokens) for s in tuned.stages] == \
+                [(s.shape, s.tokens) for s in trial.plan.stages]
+            assert tuned.stages[1].growth.depth_op == "stack"
+            spent = sum(flops_per_token(s.shape, sizing.vocab, sizing.seq_len) * s.tokens
+                        for s in tuned.stages)
+            assert abs(spent - sizing.budget) <= sizing.per_token("target") * sizing.batch_tokens
+
+
+def test_the_tuned_plan_counts_as_growth_in_the_verdict(bench) -> None:
+    def result(plan: str, seed: int, loss: float) -> dict:
+        return {"plan": plan, "seed": seed, "final_val_loss": loss, "flops_ratio": None,
+                "heldout": {"loss": loss}}
+
+    by_seed = {seed: [result("scratch", seed, 2.0), result("tuned", seed, 1.8 + seed / 100),
+                      result("small_fixed", seed, 1.9)] for seed in (0, 1)}
+    outcome = bench.verdict(by_seed, bench.summarize(by_seed))
+    assert outcome["best_growth"] == "tuned" and outcome["best_fixed"] == "small_fixed"
+    assert outcome["beats_on_loss"] and outcome["seeds_won"] == "2/2"

@@ -3,7 +3,7 @@ validation loss, measured side by side in one run; with `--protocol`, LR-tuned a
 
     .venv/bin/python jobs/bench/growth_speedup.py [--corpus stdlib|pydoc|PATH] [--scale 1.0]
         [--storage DIR] [--out DIR] [--plans a,b,...] [--lrs a,b,...] [--seeds 0,1,...]
-        [--protocol]
+        [--protocol] [--tune]
 
 Every plan trains the same target shape (8 layers x 128 by default) on the same packed rows in
 the same order (each run starts at stream position 0), with the same total training-FLOP budget:
@@ -47,6 +47,12 @@ The default is the quick mode: one LR (3e-3), one seed (0). The protocol (issue 
       estimated at an hour on 2 idle cores, but the first from-scratch run took 7.5 min beside a
       test suite (2026-12-03), so plan for 2-4 h. Its runs keep their names: stopped (Ctrl-C),
       the same command continues from the finished runs.
+  --tune  growth timing found by the product itself: before the plans run, `raygrow tune`
+      (raygrow.tune.sweep: Ray Tune, ASHA on FLOPs, one trial at a time) searches G_stack's d
+      (0.1, 0.25, 0.5 of the budget on the small model) x g (2, 4) at this budget, LR 3e-3 and
+      the first seed, choosing on the in-run validation loss (the selection split); its best
+      trial joins as plan `tuned` and goes through the same protocol (LR sweep, seeds, held-out
+      loss, IQ suite). Added to a finished protocol, only the sweep and `tuned`'s runs are new.
 
 Corpora: 'stdlib' (this Python's standard library: code), 'pydoc' (natural language: the English
 text of the Python documentation topics shipped with CPython, `pydoc_data.topics`, ~0.5 MB, and
@@ -101,6 +107,9 @@ PROTOCOL_EVAL_LIMIT = 10  # IQ items per task: 15 exports x ~25 s (30 items: ~80
 HELDOUT_ROWS = 256  # validation rows after the selection split's: the held-out split reported
 SET_BY_FLAGS = {"train.lr": "--lrs", "train.seed": "--seeds", "data.shuffle_seed": "--seeds"}
 PYDOC = "pydoc"
+# --tune: `raygrow tune`'s grid at the benchmark's budget, one trial at a time on a small box.
+TUNE_D = (0.1, 0.25, 0.5)  # the budget's share spent on the small model
+TUNE_G = (2, 4)  # target layers / small layers: 4 and 2 layers of the target's width
 TEST_FOLDERS = {"test", "tests", "idle_test"}  # left out of the pydoc corpus
 
 
@@ -157,6 +166,11 @@ GROWTH = {  # plan -> (small shape, growth spec into the target)
 }
 FIXED = {"small_fixed": "half", "mid_fixed": "half_depth"}  # fixed-size plan -> its one shape
 ALL_PLANS = ("scratch", *GROWTH, *FIXED)
+TUNED = "tuned"  # --tune: the best (d, g) `raygrow tune` found, as a G_stack plan
+
+
+def is_growth(plan: str) -> bool:
+    return plan in GROWTH or plan == TUNED
 
 
 def _shape(raw: dict) -> Shape:
@@ -548,8 +562,8 @@ def verdict(by_seed: dict[int, list[dict]], summary: dict[str, dict]) -> dict | 
     mid_fixed) at equal FLOPs? Best = lowest mean loss; compared on mean loss, on seeds won
     (same seed, lower loss) and on the mean FLOPs ratio. None without both kinds of plan."""
     key = loss_key(summary)
-    growth = [plan for plan in summary if plan in GROWTH]
-    fixed = [plan for plan in summary if plan not in GROWTH]
+    growth = [plan for plan in summary if is_growth(plan)]
+    fixed = [plan for plan in summary if not is_growth(plan)]
     if not growth or not fixed:
         return None
     best_growth = min(growth, key=lambda plan: summary[plan][key]["mean"])
@@ -690,6 +704,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="override the base dict, e.g. --set train.workers=2 (repeatable)")
+    parser.add_argument("--tune", action="store_true",
+                        help="first run `raygrow tune` over growth timing d x factor g at this "
+                             "budget and add its best plan as plan 'tuned', measured like the "
+                             "others")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--eval-limit", type=int, default=None,
                         help="IQ-suite items per task for each plan's final export "
@@ -748,12 +766,16 @@ def describe(sizing: Sizing, plans: dict[str, tuple[list[dict], str]]) -> None:
           f"d = {sizing.rule_tokens:.3e} tokens for the small model, "
           f"{sizing.rule_tokens / budget_tokens:.3g}x the whole budget's tokens")
     for plan, (stages, how) in plans.items():
-        text = " → ".join(f"L{s['shape']['layers']}×{s['shape']['hidden']} {s['tokens']:,} tok"
-                          for s in stages)
-        growth = stages[-1].get("growth") or {}
-        ops = " + ".join(f"{kind} {growth[f'{kind}_op']}" for kind in ("width", "depth")
-                         if growth.get(f"{kind}_op")) or "none"
-        print(f"  {plan:11} {text}   growth: {ops}   small tokens: {how}")
+        describe_plan(plan, stages, how)
+
+
+def describe_plan(plan: str, stages: list[dict], how: str) -> None:
+    text = " → ".join(f"L{s['shape']['layers']}×{s['shape']['hidden']} {s['tokens']:,} tok"
+                      for s in stages)
+    growth = stages[-1].get("growth") or {}
+    ops = " + ".join(f"{kind} {growth[f'{kind}_op']}" for kind in ("width", "depth")
+                     if growth.get(f"{kind}_op")) or "none"
+    print(f"  {plan:11} {text}   growth: {ops}   small tokens: {how}")
 
 
 def describe_corpus(manifest, plans: dict[str, tuple[list[dict], str]]) -> None:
@@ -763,6 +785,47 @@ def describe_corpus(manifest, plans: dict[str, tuple[list[dict], str]]) -> None:
         if epochs > 1:
             print(f"  note: {plan} reads {epochs:.2f} epochs of the corpus's "
                   f"{manifest.train_tokens:,} training tokens (rows repeat)")
+
+
+def setting_tag(args: argparse.Namespace) -> str:
+    """Corpus, scale and width as a name part: runs and sweeps of other settings never share a
+    name (a corpus path goes in as a hash)."""
+    corpus = args.corpus
+    if corpus not in ("stdlib", PYDOC):
+        corpus = "corpus-" + hashlib.sha256(corpus.encode()).hexdigest()[:8]
+    return f"{corpus}-x{args.scale:g}-h{args.hidden}"
+
+
+def tuned_stages(sizing: Sizing, small_layers: int, small_tokens: int,
+                 final_tokens: int) -> list[dict]:
+    """A sweep trial's two stages: the target's width at `small_layers`, stacked (G_stack)."""
+    target = sizing.shapes["target"]
+    return [{"shape": {**target, "layers": small_layers}, "tokens": small_tokens},
+            {"shape": target, "tokens": final_tokens, "growth": {"depth_op": "stack"}}]
+
+
+def tune_plan(args: argparse.Namespace, base: dict, sizing: Sizing) -> tuple[list[dict], str]:
+    """Growth timing found by the product: `raygrow tune` (raygrow.tune.sweep, ASHA on FLOPs)
+    over TUNE_D x TUNE_G at the benchmark's budget, on the quick mode's LR and the first seed;
+    its best trial (lowest in-run validation loss: the selection split) becomes plan `tuned`.
+    The sweep keeps its name per setting, so a rerun continues it."""
+    from raygrow.tune import sweep
+
+    scratch, _ = sizing.stages("scratch", 0)
+    plan = run_config(base, "tune-base", scratch, DEFAULT_LR, args.seeds[0])
+    name = f"tune-{setting_tag(args)}-s{args.seeds[0]}"
+    print(f"\n== raygrow tune {name}: d {list(TUNE_D)} of the budget x g {list(TUNE_G)}, "
+          f"lr {DEFAULT_LR:g}, seed {args.seeds[0]} ==", flush=True)
+    result = sweep(plan, space={"d": list(TUNE_D), "g": list(TUNE_G)}, flop_budget=sizing.budget,
+                   name=name, storage=str(Path(args.storage) / "sweeps"), concurrency=1,
+                   show_progress=not args.quiet)
+    print(result.table)
+    if result.best is None:
+        raise RaygrowError(f"raygrow tune {name}: no trial completed; see {result.sweep_dir}/"
+                           "trials.md and rerun to continue")
+    best = result.best
+    stages = tuned_stages(sizing, best.small_layers, best.small_tokens, best.final_tokens)
+    return stages, f"raygrow tune: d={best.d:g}, g={best.g:g} ({best.run})"
 
 
 class Runner:
@@ -779,11 +842,7 @@ class Runner:
         runs as they are and continues the others from their checkpoints."""
         if quick(self.args):
             return f"growth-{plan}-{self.stamp}"
-        corpus = self.args.corpus
-        if corpus not in ("stdlib", PYDOC):  # a path: two corpora never share a run name
-            corpus = "corpus-" + hashlib.sha256(corpus.encode()).hexdigest()[:8]
-        return (f"protocol-{corpus}-x{self.args.scale:g}-h{self.args.hidden}-{plan}-lr{lr:g}"
-                f"-s{seed}")
+        return f"protocol-{setting_tag(self.args)}-{plan}-lr{lr:g}-s{seed}"
 
     def run(self, plan: str, stages: list[dict], lr: float, seed: int) -> dict:
         config = run_config(self.base, self.name(plan, lr, seed), stages, lr, seed)
@@ -879,13 +938,17 @@ def main(argv: list[str] | None = None) -> None:
         driver.ensure_ray()
         probe = run_config(base, "probe", plans["scratch"][0], args.lrs[0], args.seeds[0])
         manifest = prepare(probe, show_progress=not args.quiet)  # once, outside every timed run
+        if args.tune:
+            plans[TUNED] = tune_plan(args, base, sizing)
+            describe_plan(TUNED, *plans[TUNED])
         describe_corpus(manifest, plans)
         settings = {"scale": args.scale, "hidden": args.hidden, "corpus": args.corpus,
                     "source": base["data"]["source"], "cpus": os.cpu_count(), "base": base,
                     "budget_flops": sizing.budget, "scratch_tokens": sizing.scratch_tokens,
                     "growth_timing_rule_tokens": sizing.rule_tokens,
                     "small_fraction": SMALL_FRACTION, "lrs": args.lrs, "seeds": args.seeds,
-                    "plans": args.plans, "eval_limit": args.eval_limit}
+                    "plans": list(plans), "eval_limit": args.eval_limit,
+                    "tune": {"d": TUNE_D, "g": TUNE_G, "lr": DEFAULT_LR} if args.tune else None}
         runner = Runner(args, base, dataset_dir(probe))
         if quick(args):
             quick_mode(args, runner, plans, out, settings)
