@@ -274,3 +274,17 @@ def test_the_tuned_plan_counts_as_growth_in_the_verdict(bench) -> None:
     outcome = bench.verdict(by_seed, bench.summarize(by_seed))
     assert outcome["best_growth"] == "tuned" and outcome["best_fixed"] == "small_fixed"
     assert outcome["beats_on_loss"] and outcome["seeds_won"] == "2/2"
+
+
+def test_a_runs_wall_clock_starts_at_its_first_stage_also_when_read_again(bench, tmp_path) -> None:
+    """A finished run read by a later invocation (a continued protocol, --tune added) keeps the
+    seconds of its own first invocation, not the new call's."""
+    state = {"specs": {"stage-1": {"times": {"prepare_start": 1300.0, "train_start": 1301.0}},
+                       "stage-0": {"times": {"prepare_start": 1000.0, "export_end": 1200.0}}}}
+    (tmp_path / "coordinator.json").write_text(json.dumps(state))
+    assert bench.run_started(str(tmp_path), fallback=5000.0) == 1000.0
+    records = [{"time": 1100.0, "flops": 2.0, "val_loss": 3.0}]
+    assert bench.val_curve(records, bench.run_started(str(tmp_path), 5000.0))[0]["seconds"] == 100
+    assert bench.run_started(str(tmp_path / "missing"), fallback=5000.0) == 5000.0
+    (tmp_path / "coordinator.json").write_text(json.dumps({"specs": {"stage-0": {"times": {}}}}))
+    assert bench.run_started(str(tmp_path), fallback=5000.0) == 5000.0

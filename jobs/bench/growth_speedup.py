@@ -19,8 +19,9 @@ only in `stages`:
 Validation runs every few steps on the same fixed rows, so "FLOPs to reach the from-scratch run's
 final validation loss" is read off by linear interpolation of val_loss against cumulative FLOPs
 (the validation loss logged right after each growth counts as a point too). Wall time is read the
-same way, from the moment `raygrow.driver.train` is called (Ray Train start-up, growth and
-validation included; data preparation, done once up front, excluded).
+same way, from the moment the coordinator starts the plan's first stage (its first
+`prepare_start` stamp; Ray Train start-up, growth and validation included; data preparation, done
+once up front, excluded).
 
 Next to validation loss, each plan's final export (every plan spends the same FLOP budget) is
 scored on the IQ suite (raygrow.eval; `--eval-limit` items per task, `--eval-limit 0` skips it).
@@ -295,7 +296,7 @@ def pydoc_corpus(storage: str) -> str:
 
 
 def val_curve(records: list[dict], started: float) -> list[dict]:
-    """(cumulative FLOPs, seconds since train() was called, val_loss) in order; the loss logged
+    """(cumulative FLOPs, seconds since the run started, val_loss) in order; the loss logged
     right after a growth sits at the FLOPs where the previous stage ended."""
     curve, flops = [], 0.0
     for record in records:
@@ -337,7 +338,6 @@ def run_plan(config: RunConfig, show_progress: bool) -> dict:
     """Train one plan with raygrow.driver.train; its summary, records and validation curve."""
     started = time.time()
     summary = driver.train(config, show_progress=show_progress)
-    wall = time.time() - started
     if summary.get("stopped_by"):  # Ctrl-C / SIGTERM: the whole benchmark stops, not this run
         raise Stopped(f"stopped by {summary['stopped_by']} during {config.name}; the same "
                       "command continues from the finished runs (protocol mode)")
@@ -346,8 +346,21 @@ def run_plan(config: RunConfig, show_progress: bool) -> dict:
                            f"{config.run_dir}")
     lines = (Path(config.run_dir) / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
-    return {"config": config, "summary": summary, "records": records, "wall_s": wall,
-            "curve": val_curve(records, started)}
+    # the coordinator's time over every invocation: a run finished earlier keeps its figure
+    return {"config": config, "summary": summary, "records": records,
+            "wall_s": summary["wall_s"], "curve": val_curve(records,
+                                                            run_started(config.run_dir, started))}
+
+
+def run_started(run_dir: str, fallback: float) -> float:
+    """When the coordinator started the run's first stage (the earliest `prepare_start` in its
+    coordinator.json): where a run's wall clock starts, also for a run an earlier invocation
+    finished (a protocol continued after a stop reads its finished runs again)."""
+    try:
+        specs = json.loads((Path(run_dir) / "coordinator.json").read_text())["specs"]
+        return min(spec["times"]["prepare_start"] for spec in specs.values())
+    except (OSError, KeyError, TypeError, ValueError):  # no state file, or one without stamps
+        return fallback
 
 
 def heldout_loss(export: str, dataset: str, skip: int, rows: int = HELDOUT_ROWS) -> dict:
