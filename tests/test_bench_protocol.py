@@ -288,3 +288,20 @@ def test_a_runs_wall_clock_starts_at_its_first_stage_also_when_read_again(bench,
     assert bench.run_started(str(tmp_path / "missing"), fallback=5000.0) == 5000.0
     (tmp_path / "coordinator.json").write_text(json.dumps({"specs": {"stage-0": {"times": {}}}}))
     assert bench.run_started(str(tmp_path), fallback=5000.0) == 5000.0
+
+
+def test_an_exports_measurement_is_kept_until_the_export_changes(bench, tmp_path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.safetensors").write_bytes(b"weights")
+    calls = []
+
+    def measure() -> dict:
+        calls.append(1)
+        return {"loss": 1.5 + len(calls)}
+
+    assert bench.kept(export, "heldout", measure) == {"loss": 2.5}
+    assert bench.kept(export, "heldout", measure) == {"loss": 2.5} and len(calls) == 1
+    assert bench.kept(export, "iq-10", measure) == {"loss": 3.5}  # another measurement
+    (export / "model.safetensors").write_bytes(b"other weights")  # a new export
+    assert bench.kept(export, "heldout", measure) == {"loss": 4.5} and len(calls) == 3

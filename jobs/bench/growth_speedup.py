@@ -420,7 +420,24 @@ def score_iq(results: list[dict], limit: int) -> None:
 
     config = EvalConfig(limit=limit)
     for result in results:
-        result["iq"] = evaluate_export(str(Path(result["run_dir"]) / "export"), config)["scores"]
+        export = Path(result["run_dir"]) / "export"
+        result["iq"] = kept(export, f"iq-{limit}",
+                            lambda: evaluate_export(str(export), config)["scores"])
+
+
+def kept(export: Path, what: str, compute):
+    """`compute()` (JSON), kept beside the run as bench-<what>.json and reused while the export
+    is the same files: a protocol continued or extended (--tune) does not measure an export
+    twice."""
+    stamp = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(export.iterdir())]
+    path = export.parent / f"bench-{what}.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved["export"] == stamp:
+            return saved["value"]
+    value = compute()
+    path.write_text(json.dumps({"export": stamp, "value": value}))
+    return value
 
 
 def print_iq(columns: dict[str, dict], limit: int, what: str) -> None:
@@ -871,8 +888,9 @@ class Runner:
         except RaygrowError as error:
             print(f"run {plan} lr {lr:g} seed {seed} failed: {error}", flush=True)
             return None
-        export = str(Path(run["config"].run_dir) / "export")
-        run["heldout"] = heldout_loss(export, self.dataset, self.base["train"]["val_rows"])
+        export, skip = Path(run["config"].run_dir) / "export", self.base["train"]["val_rows"]
+        run["heldout"] = kept(export, f"heldout-{skip}-{HELDOUT_ROWS}",
+                              lambda: heldout_loss(str(export), self.dataset, skip))
         return run
 
 
