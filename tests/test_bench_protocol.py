@@ -305,3 +305,44 @@ def test_an_exports_measurement_is_kept_until_the_export_changes(bench, tmp_path
     assert bench.kept(export, "iq-10", measure) == {"loss": 3.5}  # another measurement
     (export / "model.safetensors").write_bytes(b"other weights")  # a new export
     assert bench.kept(export, "heldout", measure) == {"loss": 4.5} and len(calls) == 3
+
+
+def test_a_best_lr_at_the_grid_edge_asks_for_one_beyond_it(bench) -> None:
+    grid = {7.5e-4: 3.2, 1.5e-3: 3.0, 3e-3: 2.9, 6e-3: 2.8}
+    assert bench.beyond_edge(grid, 6e-3) == pytest.approx(1.2e-2)
+    assert bench.beyond_edge({**grid, 7.5e-4: 2.0}, 7.5e-4) == pytest.approx(3.75e-4)
+    assert bench.beyond_edge(grid, 3e-3) is None  # bracketed
+    assert bench.beyond_edge({**grid, 1.2e-2: None}, 6e-3) is None  # the next one failed: stop
+    assert bench.beyond_edge({3e-3: 2.0, 6e-3: 1.9}, 6e-3) is None  # too few to call an edge
+
+
+def test_the_sweep_table_marks_lrs_a_plan_did_not_run(bench, capsys) -> None:
+    sweep = {"scratch": {7.5e-4: 3.2, 1.5e-3: 3.0, 3e-3: 2.9, 6e-3: 2.8, 1.2e-2: 2.7},
+             "stack": {7.5e-4: 3.1, 1.5e-3: 2.6, 3e-3: 2.7, 6e-3: None}}
+    bench.print_sweep(sweep, bench.best_lrs(sweep), seed=0, val_rows=64)
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert lines["scratch"][1:7] == ["3.2000", "3.0000", "2.9000", "2.8000", "2.7000*", "1.20e-02"]
+    assert lines["stack"][1:7] == ["3.1000", "2.6000*", "2.7000", "failed", "-", "1.50e-03"]
+    assert "edge:" in lines["scratch"] and "edge:" not in lines["stack"]
+
+
+def test_the_lr_sweep_runs_beyond_an_edge_until_the_optimum_is_inside(bench) -> None:
+    """scratch's loss falls up to 1.2e-2 (one step beyond the grid: bracketed after it),
+    stack's optimum is inside, small_fixed keeps falling (stops after EDGE_EXTENSIONS), and
+    mid_fixed diverges beyond its edge (the failed LR ends its extension)."""
+    optimum = {"scratch": 1.2e-2, "stack": 1.5e-3, "small_fixed": 1.0, "mid_fixed": 1.0}
+    asked = []
+
+    def attempt(plan: str, lr: float) -> dict | None:
+        asked.append((plan, lr))
+        if plan == "mid_fixed" and lr > 6.1e-3:
+            return None
+        return {"curve": [{"val_loss": 2.0 + abs(math.log(lr / optimum[plan]))}]}
+
+    runs = bench.lr_sweep(list(optimum), [7.5e-4, 1.5e-3, 3e-3, 6e-3], attempt)
+    assert sorted(runs["scratch"]) == pytest.approx([7.5e-4, 1.5e-3, 3e-3, 6e-3, 1.2e-2, 2.4e-2])
+    assert sorted(runs["stack"]) == [7.5e-4, 1.5e-3, 3e-3, 6e-3]
+    assert len(runs["small_fixed"]) == 4 + bench.EDGE_EXTENSIONS
+    assert sorted(runs["mid_fixed"]) == pytest.approx([7.5e-4, 1.5e-3, 3e-3, 6e-3, 1.2e-2])
+    assert bench.best_lrs(bench.final_losses(runs))["scratch"] == pytest.approx(1.2e-2)
+    assert len(asked) == len(set(asked))  # no LR runs twice

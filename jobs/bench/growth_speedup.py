@@ -32,7 +32,9 @@ best plan reaches the loss with <= 0.55x the from-scratch FLOPs. `--scale` multi
 The default is the quick mode: one LR (3e-3), one seed (0). The protocol (issue 18):
   --lrs 7.5e-4,1.5e-3,3e-3,6e-3  every plan, scratch included, runs at each peak LR (`train.lr`)
       on seed --seeds[0]; a plan's best LR is the one with the lowest final in-run validation
-      loss, i.e. on the first `train.val_rows` (64) validation rows: the selection split.
+      loss, i.e. on the first `train.val_rows` (64) validation rows: the selection split. A plan
+      whose best LR is the grid's highest (lowest) also runs at 2x (0.5x) it, up to
+      EDGE_EXTENSIONS (2) times, so that each plan's optimum is bracketed where it can be.
   --seeds 0,1,2  each plan's winning LR is rerun with every other seed; a seed sets the model init
       (`train.seed`) and the row order (`data.shuffle_seed`, not part of the packed dataset's
       key: no repacking). Per seed, the from-scratch run of that seed defines the target loss
@@ -101,6 +103,7 @@ DEFAULT_LR = 3e-3  # the quick mode's peak LR, every plan
 PROTOCOL_LRS = (7.5e-4, 1.5e-3, 3e-3, 6e-3)
 PROTOCOL_SEEDS = (0, 1, 2)
 PROTOCOL_PLANS = ("scratch", "stack", "clone_zero", "small_fixed", "mid_fixed")
+EDGE_EXTENSIONS = 2  # LRs a plan may add beyond its grid's edge (each 2x or 0.5x the last)
 # 30 runs; a run's fixed cost (Ray Train start-up, a growth transition, export: ~1-2 min on a
 # shared box) is a large part of each at this scale
 PROTOCOL_SCALE = 0.1
@@ -536,6 +539,38 @@ def best_lrs(sweep: dict[str, dict[float, float | None]]) -> dict[str, float]:
     return best
 
 
+def beyond_edge(losses: dict[float, float | None], best: float) -> float | None:
+    """The LR to try next when a plan's best LR is the highest (2x) or lowest (0.5x) of at least
+    3 it ran, unless that one ran already (and failed); None when the best lies inside: then
+    the optimum is bracketed."""
+    lrs = sorted(losses)
+    if len(lrs) < 3 or best not in (lrs[0], lrs[-1]):
+        return None
+    wanted = best * 2 if best == lrs[-1] else best / 2
+    return None if any(math.isclose(wanted, lr) for lr in lrs) else wanted
+
+
+def lr_sweep(plans: list[str], lrs: list[float], attempt) -> dict[str, dict[float, dict | None]]:
+    """`attempt(plan, lr)` (a run, or None if it failed) for every plan at every LR, then, while
+    a plan's best LR sits at its grid's edge, one LR beyond it (at most EDGE_EXTENSIONS)."""
+    runs = {plan: {lr: attempt(plan, lr) for lr in lrs} for plan in plans}
+    for _ in range(EDGE_EXTENSIONS):
+        losses = final_losses(runs)
+        best = best_lrs(losses)
+        beyond = {plan: lr for plan in plans
+                  if (lr := beyond_edge(losses[plan], best[plan])) is not None}
+        for plan, lr in beyond.items():
+            runs[plan][lr] = attempt(plan, lr)
+        if not beyond:
+            break
+    return runs
+
+
+def final_losses(runs: dict[str, dict[float, dict | None]]) -> dict[str, dict[float, float | None]]:
+    return {plan: {lr: run["curve"][-1]["val_loss"] if run else None for lr, run in by_lr.items()}
+            for plan, by_lr in runs.items()}
+
+
 def spread(values: list[float]) -> dict | None:
     """Mean, min and max of `values` (None when there are none)."""
     if not values:
@@ -635,14 +670,17 @@ def _spread_text(value: dict | None, digits: int = 4) -> str:
 
 
 def print_sweep(sweep: dict[str, dict[float, float | None]], best: dict[str, float],
-                lrs: list[float], seed: int, val_rows: int) -> None:
+                seed: int, val_rows: int) -> None:
     print(f"\nLR sweep, seed {seed}: final in-run validation loss (selection split: the first "
-          f"{val_rows} validation rows); * = the plan's chosen LR")
+          f"{val_rows} validation rows); * = the plan's chosen LR, - = not run (a plan whose "
+          f"best LR was at its grid's edge ran up to {EDGE_EXTENSIONS} more beyond it)")
+    lrs = sorted({lr for losses in sweep.values() for lr in losses})
     print(f"{'plan':12}" + "".join(f"{lr:>11.2e}" for lr in lrs) + f"{'best LR':>10}")
     for plan, losses in sweep.items():
-        cells = "".join(f"{'failed':>11}" if losses[lr] is None else
+        cells = "".join(f"{'-':>11}" if lr not in losses else f"{'failed':>11}"
+                        if losses[lr] is None else
                         f"{losses[lr]:10.4f}{'*' if lr == best[plan] else ' '}" for lr in lrs)
-        at_edge = len(lrs) >= 3 and best[plan] in (min(lrs), max(lrs))
+        at_edge = len(losses) >= 3 and best[plan] in (min(losses), max(losses))
         edge = "  (grid edge: the optimum may lie beyond)" if at_edge else ""
         print(f"{plan:12}{cells}{best[plan]:10.2e}{edge}")
 
@@ -914,12 +952,11 @@ def quick_mode(args, runner: Runner, plans: dict, out: Path, settings: dict) -> 
 def protocol_mode(args, runner: Runner, plans: dict, out: Path, settings: dict) -> None:
     """LR sweep on the first seed, the winners on every other seed, the summary over seeds."""
     sweep_seed = args.seeds[0]
-    sweep_runs = {plan: {lr: runner.attempt(plan, stages, lr, sweep_seed) for lr in args.lrs}
-                  for plan, (stages, _) in plans.items()}
-    sweep = {plan: {lr: run["curve"][-1]["val_loss"] if run else None for lr, run in by_lr.items()}
-             for plan, by_lr in sweep_runs.items()}
+    sweep_runs = lr_sweep(list(plans), args.lrs,
+                          lambda plan, lr: runner.attempt(plan, plans[plan][0], lr, sweep_seed))
+    sweep = final_losses(sweep_runs)
     best = best_lrs(sweep)
-    print_sweep(sweep, best, args.lrs, sweep_seed, runner.base["train"]["val_rows"])
+    print_sweep(sweep, best, sweep_seed, runner.base["train"]["val_rows"])
     runs = {plan: {sweep_seed: sweep_runs[plan][best[plan]]} for plan in plans}
     for seed in args.seeds[1:]:
         for plan, (stages, _) in plans.items():
