@@ -46,10 +46,10 @@ The default is the quick mode: one LR (3e-3), one seed (0). The protocol (issue 
   boundary). The FLOPs-to-target figures come from the in-run curves (the selection split).
   --protocol  all of it with the defaults: the 4 LRs above, seeds 0,1,2, the plans scratch,
       stack, clone_zero, small_fixed, mid_fixed, --scale 0.1 and --eval-limit 10 unless given.
-      30 runs (5 plans x 4 LRs + 5 x 2 seed reruns) and the IQ suite on the 15 winners' exports:
-      estimated at an hour on 2 idle cores, but the first from-scratch run took 7.5 min beside a
-      test suite (2026-12-03), so plan for 2-4 h. Its runs keep their names: stopped (Ctrl-C),
-      the same command continues from the finished runs.
+      30 runs (5 plans x 4 LRs + 5 x 2 seed reruns, plus any beyond a grid's edge) and the IQ
+      suite on the 15 winners' exports: 62 min on 2 idle cores for stdlib (31 runs, 2026-12-04,
+      jobs/bench/RESULTS.md). Its runs keep their names: stopped (Ctrl-C), the same command
+      continues from the finished runs.
   --tune  growth timing found by the product itself: before the plans run, `raygrow tune`
       (raygrow.tune.sweep: Ray Tune, ASHA on FLOPs, one trial at a time) searches G_stack's d
       (0.1, 0.25, 0.5 of the budget on the small model) x g (2, 4) at this budget, LR 3e-3 and
