@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -83,9 +84,15 @@ def test_two_stage_plan_grows_and_rescales(grown):
     assert transition["val_loss_after"] > 0 and transition["seconds"] > 0
     # the same transition from the workers' and the coordinator's own stamps, part by part
     parts = transition["breakdown"]
-    assert {"final_checkpoint", "worker_group_end", "export", "growth", "ray_train_start",
+    assert {"final_checkpoint", "worker_group_end", "growth", "ray_train_start",
             "process_and_imports", "worker_setup", "checkpoint_load", "engine",
             "growth_validation", "first_step"} <= parts.keys()
+    # stage 0's export ran beside the growth and stage 1's start, not before them
+    specs = json.loads((run_dir / "coordinator.json").read_text())["specs"]
+    first, second = specs["stage-0"]["times"], specs["stage-1"]["times"]
+    assert transition["export_s"] == pytest.approx(first["export_end"] - first["export_start"])
+    assert first["export_start"] <= second["prepare_start"] < first["export_end"]
+    assert all(specs[f"stage-{stage}"]["exported"] for stage in (0, 1))
     assert all(seconds >= 0 for seconds in parts.values())
     assert sum(parts.values()) == pytest.approx(transition["seconds"], abs=2.0)
     # G_stack: stage 1's first blocks are copies of stage 0's, in order 0, 1, 0, 1.
@@ -116,6 +123,25 @@ def test_rows_exactly_once_across_the_stage_boundary(grown):
     config, _ = grown
     rows = rows_of(Path(config.run_dir), 0) + rows_of(Path(config.run_dir), 1)
     assert len(rows) == len(set(rows)) == 8 * config.batch_rows
+
+
+def test_an_export_cut_short_is_redone_by_the_rerun_without_training(grown):
+    """Exports run beside the next stage: a spec trained but not exported (the run stopped while
+    its export ran) is exported again by the rerun, and nothing is retrained."""
+    config, _ = grown
+    run_dir = Path(config.run_dir)
+    exported = tensors(run_dir / "stage-0" / "export")
+    state = json.loads((run_dir / "coordinator.json").read_text())
+    state["specs"]["stage-0"]["exported"] = False
+    (run_dir / "coordinator.json").write_text(json.dumps(state))
+    shutil.rmtree(run_dir / "stage-0" / "export")
+    metrics = [(run_dir / f"stage-{stage}" / "metrics.jsonl").read_text() for stage in (0, 1)]
+
+    assert driver.train(config, show_progress=False)["complete"]
+    assert_same_tensors(tensors(run_dir / "stage-0" / "export"), exported)
+    assert json.loads((run_dir / "coordinator.json").read_text())["specs"]["stage-0"]["exported"]
+    assert [(run_dir / f"stage-{stage}" / "metrics.jsonl").read_text()
+            for stage in (0, 1)] == metrics  # not retrained
 
 
 def test_worker_killed_mid_stage_resumes_elastically_exactly_once(grown, tiny_config, monkeypatch):

@@ -4,12 +4,14 @@
 
 Transition: summary.json's `transitions[].seconds`, the time from the last step record of stage k
 to the first step record of stage k+1. It covers stage k's final checkpoint, the end of its
-worker group, the HF export, the growth itself (load, grow, save), the new worker group, the
-engine build and state load, the validation logged right after growth and the first step.
+worker group, the growth itself (load, grow, save), the new worker group, the engine build and
+state load, the validation logged right after growth and the first step. Stage k's HF export runs
+beside the growth and the new worker group's start (a Ray task the coordinator does not wait
+for): its seconds are printed as `export beside`, not a part of the sum.
 Records are time-stamped when the coordinator writes them (every 0.5 s), so each figure is good
 to about ±0.5 s. Its breakdown (summary.json's `transitions[].breakdown`) comes from stamps the
 workers and the coordinator take themselves: stage k's last step and final checkpoint (rank 0),
-fit() returning, the export and growth tasks, fit() of stage k+1, then in its rank-0 worker the
+fit() returning, the growth task, fit() of stage k+1, then in its rank-0 worker the
 process start, the imports, Ray Train's call of the loop, the data readers, the checkpoint load,
 the engine, the grown model's first validation and the first step.
 
@@ -169,7 +171,7 @@ def transition_rows(run_dir: Path) -> list[dict]:
             "run": run_dir.name, "transition": f"{after - 1}->{after}",
             "ops": "+".join(op for op in (transition["width_op"], transition["depth_op"]) if op),
             "seconds": seconds, "grow_seconds": growth["seconds"],
-            "breakdown": transition.get("breakdown"),
+            "breakdown": transition.get("breakdown"), "export_seconds": transition.get("export_s"),
             "to_growth_validation": event["time"] - last_step["time"] if event else None,
             "checkpoint_bytes": size, "save_seconds": save, "load_seconds": load, "engine_seconds": engine,
             "cold_start_seconds": cold, "ratio": seconds / (save + load),
@@ -247,6 +249,9 @@ def print_breakdown(transitions: list[dict]) -> None:
             value = sum(breakdown.values()) if part == "sum" else breakdown.get(part)
             cells.append(f"{value:18.2f}" if value is not None else f"{'-':>18}")
         print(f"{part:22} " + " ".join(cells))
+    cells = [f"{row['export_seconds']:18.2f}" if row.get("export_seconds") is not None else f"{'-':>18}"
+             for row in transitions]
+    print(f"{'export beside (not in sum)':22} " + " ".join(cells))
 
 
 def report(transitions: list[dict], waits: list[dict]) -> None:

@@ -1,6 +1,8 @@
 """The coordinator actor: the one executor. It runs a list of `StageSpec`s (a growth plan, a
 versions plan, a sweep trial's plan) as the state machine in state.py, one spec at a time:
-write its init (growth or rebase), ask the cluster for its workers, train it, export it."""
+write its init (growth or rebase), ask the cluster for its workers, train it, export it. A spec's
+export runs as a Ray task beside the next spec's growth and training (it reads only the final
+checkpoint, which nothing changes any more); the run waits for every export before it returns."""
 
 from __future__ import annotations
 
@@ -77,6 +79,8 @@ class Coordinator:
         self.messages: list[str] = []  # progress lines the driver has not shown yet
         # `eval:` of the plan, beside training
         self.evaluations = Evaluations(specs, self.run_dir, s3)
+        self.exporting: dict[str, ray.ObjectRef] = {}  # exports in flight, by spec
+        self.export_error: RaygrowError | None = None  # the first export that failed
 
     def status(self) -> dict:
         """Where the run is (spec, phase, step, last loss and speed) and the coordinator's new
@@ -91,15 +95,12 @@ class Coordinator:
     def run(self) -> RunOutcome:
         """Advance the state machine until every spec is done, or one stops early."""
         started = time.monotonic()
-        complete = True
-        for spec in self.specs:
-            known = self.state.specs.get(spec.name)
-            if known is not None and known.done:
-                self.evaluations.after_export(spec)  # one a previous invocation did not record
-                continue
-            if self.stopping or not self._run_spec(spec):
-                complete = False
-                break
+        try:
+            complete = self._run_specs()
+        except BaseException:
+            self._finish_exports(failing=True)
+            raise
+        self._finish_exports()
         if self.evaluations.running or self.evaluations.waiting:
             self._say("waiting for the evaluations of the stages' exports")
         self.evaluations.collect()
@@ -120,6 +121,20 @@ class Coordinator:
                                  for name, entry in self.state.specs.items()},
                           times={name: entry.times for name, entry in self.state.specs.items()},
                           wall_s=self.state.wall_s)
+
+    def _run_specs(self) -> bool:
+        for spec in self.specs:
+            known = self.state.specs.get(spec.name)
+            if known is not None and known.done:
+                if known.exported:
+                    self.evaluations.after_export(spec)  # one a previous invocation did not record
+                else:  # trained, its export cut short: export it again (published atomically)
+                    self._start_export(spec)
+                continue
+            self._reap_exports()
+            if self.stopping or not self._run_spec(spec):
+                return False
+        return True
 
     def _done(self, name: str) -> bool:
         return name in self.state.specs and self.state.specs[name].done
@@ -148,11 +163,11 @@ class Coordinator:
             if not self._timed(spec, "train", self._train):
                 return False
             self._advance("exporting")
-        if spec.exports:
-            self._timed(spec, "export", self._export)
-            self.evaluations.after_export(spec)
-        self.state.specs[spec.name].done = True
+        entry = self.state.specs[spec.name]
+        entry.done, entry.exported = True, not spec.exports
         self.state.save(self.run_dir)
+        if spec.exports:
+            self._start_export(spec)
         return True
 
     def _timed(self, spec: StageSpec, phase: str, action):
@@ -238,6 +253,7 @@ class Coordinator:
             self.sink.request_stop.remote()
 
     def _on_record(self, record) -> None:
+        self._reap_exports()  # the last stage's export ended: its evaluation can start
         if isinstance(record, StepRecord):
             self.current["step"] = record.step
             if record.loss is not None:
@@ -253,12 +269,45 @@ class Coordinator:
                       + (f" ({record.checkpoint})" if record.checkpoint else "")
                       + (f": {record.detail}" if record.detail else ""))
 
-    def _export(self, spec: StageSpec) -> None:
-        self._say(f"{spec.name}: exporting to {', '.join(spec.exports)}")
+    def _start_export(self, spec: StageSpec) -> None:
+        """Start `spec`'s HF export as a Ray task; `_finish_exports` waits for it. Stamped
+        export_start here and export_end by the task itself (its own clock, not when waited on)."""
+        self._say(f"{spec.name}: exporting to {', '.join(spec.exports)} (beside what comes next)")
         final = self._final_checkpoint(spec.name)
         outs = [storage.join(self.run_dir, *path.split("/")) for path in spec.exports]
-        _run_task(f"exporting {spec.name}", export_checkpoint, final, self.fault, self.s3, final,
-                  outs, Manifest.load(spec.dataset))
+        self.state.specs[spec.name].times["export_start"] = time.time()
+        self.exporting[spec.name] = _start_task(final, self.fault, self.s3, _stamped_export,
+                                                final, outs, Manifest.load(spec.dataset))
+
+    def _reap_exports(self, wait: bool = False, failing: bool = False) -> None:
+        """Settle the exports in flight that have ended (`wait`: all of them): mark each spec
+        exported and queue its evaluation (beside the training now running, as before). A failed
+        export is kept in `export_error`, raised by `_finish_exports`."""
+        if not self.exporting:
+            return
+        futures = list(self.exporting.values())
+        ended, _ = ray.wait(futures, num_returns=len(futures), timeout=None if wait else 0)
+        for name, future in [(n, f) for n, f in self.exporting.items() if f in ended]:
+            del self.exporting[name]
+            try:
+                stamp = _result(future, f"exporting {name}")
+            except RaygrowError as error:
+                self.export_error = self.export_error or error
+                continue
+            entry = self.state.specs[name]
+            entry.exported, entry.times["export_end"] = True, stamp
+            self.state.save(self.run_dir)
+            if not failing:
+                self.evaluations.after_export(self.by_name[name])
+
+    def _finish_exports(self, failing: bool = False) -> None:
+        """Wait for every export in flight. The first that failed is raised (one line) unless the
+        run is failing already (its own error wins); either way the rerun exports it again, as
+        after any export cut short."""
+        self._reap_exports(wait=True, failing=failing)
+        error, self.export_error = self.export_error, None
+        if error is not None and not failing:
+            raise error
 
     # ---- where things are -----------------------------------------------------------------
 
@@ -288,14 +337,26 @@ class Coordinator:
 
 def _run_task(what: str, function, checkpoint_dir: str, fault: str | None, s3: S3Config,
               *args, **kwargs):
-    """`function(*args, **kwargs)` as Ray work, not in this zero-CPU actor (which may sit on a
-    small head node): it declares memory by the size of the checkpoint it reads (a few copies of
-    its tensors), so Ray places it on a node that can hold it. Not retried: a crash is reported,
-    and the rerun redoes the step (growth is seeded, outputs are published atomically)."""
+    """`function(*args, **kwargs)` as Ray work (see `_start_task`), waited for; a failure is
+    one RaygrowError line."""
+    return _result(_start_task(checkpoint_dir, fault, s3, function, *args, **kwargs), what)
+
+
+def _start_task(checkpoint_dir: str, fault: str | None, s3: S3Config, function, *args, **kwargs):
+    """Start `function(*args, **kwargs)` as Ray work, not in this zero-CPU actor (which may sit
+    on a small head node): it declares memory by the size of the checkpoint it reads (a few
+    copies of its tensors), so Ray places it on a node that can hold it. Not retried: a crash is
+    reported, and the rerun redoes the step (growth is seeded, outputs are published
+    atomically)."""
     memory = max(256 << 20, 4 * checkpoint.size_bytes(checkpoint_dir))
-    future = _task.options(num_cpus=0, memory=memory, max_retries=0).remote(
+    return _task.options(num_cpus=0, memory=memory, max_retries=0).remote(
         function, fault, s3, *args, **kwargs)
-    return _result(future, what)
+
+
+def _stamped_export(*args) -> float:
+    """`export_checkpoint(*args)`, then the time it ended."""
+    export_checkpoint(*args)
+    return time.time()
 
 
 @ray.remote

@@ -34,7 +34,8 @@ class SpecState:
     """What the coordinator remembers of one spec."""
 
     fingerprint: dict[str, Any]  # its inputs when it started
-    done: bool = False
+    done: bool = False  # trained (its export started)
+    exported: bool = False  # its exports published (a spec without exports: when done)
     growth: GrowthRecord | None = None  # how its init was grown, once it was
     resource_wait_s: float = 0.0  # how long it waited for the cluster to hold its workers
     # wall-clock stamps (s since the epoch) of its phases in the invocation that ran them:
@@ -94,6 +95,8 @@ class CoordinatorState:
                 growth = GrowthRecord(**{**growth,
                                          "masks": MaskSpec.from_dict(masks) if masks else None})
             specs[name] = SpecState(fingerprint=entry["fingerprint"], done=bool(entry["done"]),
+                                    # older files: a spec done was exported
+                                    exported=bool(entry.get("exported", entry["done"])),
                                     growth=growth,
                                     resource_wait_s=float(entry.get("resource_wait_s", 0.0)),
                                     times={key: float(value)

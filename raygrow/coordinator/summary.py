@@ -48,14 +48,13 @@ def stage_summary(config: RunConfig, index: int, records: list[Record], start: S
 
 # A transition's stamps in the order they happen, each with the part of the transition that
 # ends at it: stage k's last worker (`finish` event), the coordinator's phases of stage k and
-# k+1 (RunOutcome.times), stage k+1's rank-0 worker (`startup` event).
+# k+1 (RunOutcome.times), stage k+1's rank-0 worker (`startup` event). Stage k's export is not
+# a part: it runs beside the growth and stage k+1's start (the transition's `export_s`).
 BREAKDOWN = (
     ("stepped", None),  # stage k's last step done (validation and record included)
     ("saved", "final_checkpoint"),  # its final checkpoint saved and reported
     ("train_end", "worker_group_end"),  # Ray Train's fit() returned: the workers are gone
-    ("export_start", "coordinator"),
-    ("export_end", "export"),  # stage k's HF export (a Ray task)
-    ("prepare_start", "coordinator"),
+    ("prepare_start", "coordinator"),  # stage k's export started (a Ray task, not waited for)
     ("prepare_end", "growth"),  # the growth, a Ray task: read, grow, write the init checkpoint
     ("train_start", "rescaling"),  # the cluster checked for stage k+1's workers
     ("process", "ray_train_start"),  # Ray Train's controller, placement group, worker actors
@@ -81,6 +80,12 @@ def transition_breakdown(stamps: dict[str, float]) -> dict[str, float] | None:
     for (before, _), (at, part) in zip(present, present[1:]):
         parts[part] = parts.get(part, 0.0) + at - before
     return parts
+
+
+def _span(times: dict[str, float], phase: str) -> float | None:
+    """Seconds from `phase`_start to `phase`_end, when both were stamped by one invocation."""
+    start, end = times.get(f"{phase}_start"), times.get(f"{phase}_end")
+    return end - start if start is not None and end is not None and end >= start else None
 
 
 def _picked(times: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:
@@ -109,12 +114,12 @@ def transition_summary(spec: StageSpec, outcome: RunOutcome, before: list[Record
         "val_loss_before": validated[-1].val_loss if validated else None,
         "val_loss_after": after_growth[0].val_loss if after_growth else None,
         "seconds": (first_step.time - last_step.time) if first_step and last_step else None,
+        "export_s": _span(outcome.times.get(before_spec.name, {}), "export"),
         # from the workers' and the coordinator's own clocks (the seconds above are stamped as
         # the coordinator's 0.5 s poll writes the records)
         "breakdown": transition_breakdown({
             **_worker_times(before, "finish", -1),
-            **_picked(outcome.times.get(before_spec.name, {}),
-                      ("train_end", "export_start", "export_end")),
+            **_picked(outcome.times.get(before_spec.name, {}), ("train_end",)),
             **_picked(outcome.times.get(spec.name, {}),
                       ("prepare_start", "prepare_end", "train_start")),
             **_worker_times(after, "startup", 0)}),

@@ -44,6 +44,9 @@ class DirectRows:
         """(row ids, tokens int32 [rows, seq_len + 1]) of this rank for the step at `start`."""
         return self.rows.take(start + self.offset, self.per_rank)
 
+    def start(self, plan: Plan) -> None:
+        """Start reading ahead for the steps `plan()` gives (nothing to start here)."""
+
     def close(self) -> None:
         pass
 
@@ -58,16 +61,27 @@ class RayDataRows(DirectRows):
         self.reads = 0  # pipelines built: one per (re)start, plus one per rollback
         self._feed: _Feed | None = None
 
+    def start(self, plan: Plan) -> None:
+        """Start the pipeline for the steps `plan()` gives, before the first is asked for (the
+        worker does while it builds its engine); `batch` uses it when its first step is the one
+        asked for."""
+        if self._feed is None:
+            self._open(plan())
+
     def batch(self, start: int, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
         if self._feed is None or self._feed.next_start != start:
-            self.close()
             starts = plan()
             if not starts or starts[0] != start:
                 raise ValueError(f"the plan must start at the step asked for ({start}), "
                                  f"got {starts[:1]}")
+            self._open(starts)
+        return self._feed.get(self.data.ingest_timeout_s, self._why_waiting)
+
+    def _open(self, starts: list[int]) -> None:
+        self.close()
+        if starts:
             self._feed = _Feed(self._batches(starts), starts, self.data.prefetch_steps)
             self.reads += 1
-        return self._feed.get(self.data.ingest_timeout_s, self._why_waiting)
 
     def close(self) -> None:
         if self._feed is not None:

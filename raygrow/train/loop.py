@@ -101,7 +101,15 @@ class Worker:
         self.progress = Progress.from_meta(meta) if meta else Progress()
         self.masks = run.masks if self.progress.step <= run.ramp_steps else None
         self._eos_id = manifest.eos_id
-        self.engine = self._engine(state, manifest.eos_id)
+        train = self.config.train
+        self.stop_at = min(self.config.total_steps, train.stop_after or self.config.total_steps)
+        if self.stop_at > self.progress.step:  # the first batches are read while the engine builds
+            self.train_rows.start(self._planned_starts)
+        try:
+            self.engine = self._engine(state, manifest.eos_id)
+        except BaseException:
+            self.train_rows.close()
+            raise
         self.startup["engine"] = time.time()
         self.device_name, self.peak = device_peak()
         self.resumed = resumed_from is not None
@@ -109,8 +117,6 @@ class Worker:
             self._resumed(resumed_from, meta)
         self.started_from_growth = not self.resumed and run.grown
         self._stop_probe = None  # a pending `stop_requested` call to the sink (rank 0)
-        train = self.config.train
-        self.stop_at = min(self.config.total_steps, train.stop_after or self.config.total_steps)
 
     def _train_rows(self, dataset_dir: str, manifest: Manifest) -> DirectRows:
         """This rank's rows of each step: through Ray Data (data.ingest: ray_data), or read here."""

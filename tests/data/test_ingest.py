@@ -87,6 +87,27 @@ def test_a_step_out_of_plan_rebuilds_the_pipeline_from_that_position(ray_local, 
     stream.close()
 
 
+def test_a_pipeline_started_ahead_is_the_one_the_first_step_reads(ray_local, tmp_path):
+    """The worker starts its pipeline before it builds its engine: the first step then reads
+    from it (no second pipeline), the same rows as a direct read; a start asked twice builds
+    nothing more, and a first step other than the plan's rebuilds from the position asked for."""
+    dataset = write_dataset(tmp_path, train_rows=50, rows_per_shard=7)
+    (stream,), (direct,) = streams(dataset, 1), streams(dataset, 1, DirectRows)
+    plan = planned(12, 5)
+    stream.start(plan)
+    stream.start(plan)
+    assert stream.reads == 1
+    for start in plan():
+        np.testing.assert_array_equal(stream.batch(start, plan)[0], direct.batch(start, plan)[0])
+    assert stream.reads == 1
+    stream.close()
+    stream.start(planned(0, 3))
+    later = planned(6, 2)
+    np.testing.assert_array_equal(stream.batch(6, later)[0], direct.batch(6, later)[0])
+    assert stream.reads == 3
+    stream.close()
+
+
 def test_rows_that_cannot_be_read_are_one_line_naming_the_timeout(ray_local, tmp_path):
     """Training holds every CPU (here a placement group does; a known Ray Data hang: its read
     task never gets one): the wait is reported within data.ingest_timeout_s, not waited on
