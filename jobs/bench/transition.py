@@ -7,7 +7,7 @@ to the first step record of stage k+1. It covers stage k's final checkpoint, the
 worker group, the growth itself (load, grow, save), the new worker group, the engine build and
 state load, the validation logged right after growth and the first step. Stage k's HF export runs
 beside the growth and the new worker group's start (a Ray task the coordinator does not wait
-for): its seconds are printed as `export beside`, not a part of the sum.
+for): its seconds are printed as `export (beside)`, not a part of the sum.
 Records are time-stamped when the coordinator writes them (every 0.5 s), so each figure is good
 to about ±0.5 s. Its breakdown (summary.json's `transitions[].breakdown`) comes from stamps the
 workers and the coordinator take themselves: stage k's last step and final checkpoint (rank 0),
@@ -251,7 +251,7 @@ def print_breakdown(transitions: list[dict]) -> None:
         print(f"{part:22} " + " ".join(cells))
     cells = [f"{row['export_seconds']:18.2f}" if row.get("export_seconds") is not None else f"{'-':>18}"
              for row in transitions]
-    print(f"{'export beside (not in sum)':22} " + " ".join(cells))
+    print(f"{'export (beside)':22} " + " ".join(cells))  # not a part of the sum
 
 
 def report(transitions: list[dict], waits: list[dict]) -> None:

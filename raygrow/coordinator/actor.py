@@ -276,7 +276,7 @@ class Coordinator:
         final = self._final_checkpoint(spec.name)
         outs = [storage.join(self.run_dir, *path.split("/")) for path in spec.exports]
         self.state.specs[spec.name].times["export_start"] = time.time()
-        self.exporting[spec.name] = _start_task(final, self.fault, self.s3, _stamped_export,
+        self.exporting[spec.name] = _start_task(_stamped_export, final, self.fault, self.s3,
                                                 final, outs, Manifest.load(spec.dataset))
 
     def _reap_exports(self, wait: bool = False, failing: bool = False) -> None:
@@ -339,10 +339,10 @@ def _run_task(what: str, function, checkpoint_dir: str, fault: str | None, s3: S
               *args, **kwargs):
     """`function(*args, **kwargs)` as Ray work (see `_start_task`), waited for; a failure is
     one RaygrowError line."""
-    return _result(_start_task(checkpoint_dir, fault, s3, function, *args, **kwargs), what)
+    return _result(_start_task(function, checkpoint_dir, fault, s3, *args, **kwargs), what)
 
 
-def _start_task(checkpoint_dir: str, fault: str | None, s3: S3Config, function, *args, **kwargs):
+def _start_task(function, checkpoint_dir: str, fault: str | None, s3: S3Config, *args, **kwargs):
     """Start `function(*args, **kwargs)` as Ray work, not in this zero-CPU actor (which may sit
     on a small head node): it declares memory by the size of the checkpoint it reads (a few
     copies of its tensors), so Ray places it on a node that can hold it. Not retried: a crash is

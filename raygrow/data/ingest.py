@@ -79,9 +79,8 @@ class RayDataRows(DirectRows):
 
     def _open(self, starts: list[int]) -> None:
         self.close()
-        if starts:
-            self._feed = _Feed(self._batches(starts), starts, self.data.prefetch_steps)
-            self.reads += 1
+        self._feed = _Feed(self._batches(starts), starts, self.data.prefetch_steps)
+        self.reads += 1
 
     def close(self) -> None:
         if self._feed is not None:
