@@ -55,7 +55,9 @@ The default is the quick mode: one LR (3e-3), one seed (0). The protocol (issue 
       (0.1, 0.25, 0.5 of the budget on the small model) x g (2, 4) at this budget, LR 3e-3 and
       the first seed, choosing on the in-run validation loss (the selection split); its best
       trial joins as plan `tuned` and goes through the same protocol (LR sweep, seeds, held-out
-      loss, IQ suite). Added to a finished protocol, only the sweep and `tuned`'s runs are new.
+      loss, IQ suite). Added to a finished protocol, only the sweep and `tuned`'s runs are new:
+      25.6 min on 2 idle cores for stdlib (the sweep 11 min, 6 trials of which ASHA stopped 3;
+      `tuned`'s 6 runs and 3 IQ evaluations; 2026-12-04, jobs/bench/RESULTS.md).
 
 Corpora: 'stdlib' (this Python's standard library: code), 'pydoc' (natural language: the English
 text of the Python documentation topics shipped with CPython, `pydoc_data.topics`, ~0.5 MB, and

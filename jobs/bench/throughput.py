@@ -7,6 +7,8 @@ Same model, global batch, micro-batch, precision and threads:
 
 Prints tokens/s and MFU for each and the ratio to the bare loop (target ≥ 0.9), and for raygrow
 the share of step time its workers waited for rows (through Ray Data, data.ingest's default).
+Between the two, the DeepSpeed engine a worker builds, driven in this process without Ray (ZeRO-0
+and the plan's stage): the gap splits into DeepSpeed's part and the rest (Ray, data, metrics).
 On a GPU the bare loop runs the plan's precision with autocast and a fused AdamW; `raygrow
 train` runs it through DeepSpeed (bf16 weights, fp32 master copy) at the plan's ZeRO stage. The
 first window of steps is warm-up and is left out of every figure.
@@ -64,6 +66,42 @@ def bare_loop(config: RunConfig, vocab: int, steps: int, warmup: int, threads: i
     del model, optimizer, rows
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the raygrow runs that follow need the GPU's memory
+    return (steps - warmup) * config.batch_rows * config.data.seq_len / seconds
+
+
+def engine_loop(config: RunConfig, vocab: int, steps: int, warmup: int, threads: int,
+                zero_stage: int) -> float:
+    """tokens/s of the DeepSpeed engine a raygrow worker builds (raygrow.train.engine, at
+    `zero_stage`), driven in this process as a worker drives it (one backward and engine.step per
+    micro-batch), on the bare loop's batch: the DeepSpeed part of the gap, without Ray."""
+    from raygrow.model import build_model
+    from raygrow.train.engine import build_engine, single_process_group
+    from raygrow.train.loop import causal_lm_loss
+
+    torch.set_num_threads(threads)
+    single_process_group()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train,
+                                                                   zero_stage=zero_stage))
+    engine = build_engine(build_model(config.model, vocab, seed=config.train.seed).to(device),
+                          config, 1)
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, vocab, (config.batch_rows, config.data.seq_len + 1),
+                         generator=generator).to(device)
+    started = None
+    for step in range(steps):
+        if step == warmup:
+            _sync(device)
+            started = time.perf_counter()
+        for micro in rows.split(config.train.micro_batch):
+            engine.backward(causal_lm_loss(engine, micro))
+            engine.step()
+    _sync(device)
+    seconds = time.perf_counter() - started
+    engine.destroy()
+    del engine, rows
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return (steps - warmup) * config.batch_rows * config.data.seq_len / seconds
 
 
@@ -131,6 +169,9 @@ def main() -> None:
     device, peak = device_peak()
     # name -> (tokens/s, devices it ran on); a CPU's measured peak already spans all its threads
     figures = {"bare PyTorch loop": (bare_loop(config, vocab, args.steps, args.warmup, threads), 1)}
+    for stage in sorted({0, config.train.zero_stage}):
+        figures[f"DeepSpeed engine, ZeRO-{stage}"] = (
+            engine_loop(config, vocab, args.steps, args.warmup, threads, stage), 1)
     waits = {}
     with tempfile.TemporaryDirectory(prefix="raygrow-bench-") as storage:
         for workers in worker_counts:
