@@ -7,8 +7,10 @@ Same model, global batch, micro-batch, precision and threads:
 
 Prints tokens/s and MFU for each and the ratio to the bare loop (target ≥ 0.9), and for raygrow
 the share of step time its workers waited for rows (through Ray Data, data.ingest's default).
-Between the two, the DeepSpeed engine a worker builds, driven in this process without Ray (ZeRO-0
-and the plan's stage): the gap splits into DeepSpeed's part and the rest (Ray, data, metrics).
+On a CPU, between the two: the bare loop again in a second thread of this process (Ray Train v2
+runs a worker's loop in a thread of its own), and the DeepSpeed engine a worker builds, driven in
+this process without Ray (ZeRO-0 and the plan's stage), so that the gap splits into parts.
+`--ingest direct` runs raygrow's workers without Ray Data (the plan's data.ingest otherwise).
 On a GPU the bare loop runs the plan's precision with autocast and a fused AdamW; `raygrow
 train` runs it through DeepSpeed (bf16 weights, fp32 master copy) at the plan's ZeRO stage. The
 first window of steps is warm-up and is left out of every figure.
@@ -22,6 +24,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,21 +41,15 @@ def bare_loop(config: RunConfig, vocab: int, steps: int, warmup: int, threads: i
     from raygrow.model import build_model, compile_blocks
 
     torch.set_num_threads(threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device()
     model = build_model(config.model, vocab, seed=config.train.seed).to(device)
     if config.train.compile:
         compile_blocks(model)
     fused = {"fused": True} if device.type == "cuda" else {"foreach": False}
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, **fused)
-    generator = torch.Generator().manual_seed(0)
-    rows = torch.randint(0, vocab, (config.batch_rows, config.data.seq_len + 1),
-                         generator=generator).to(device)
     bf16 = config.train.precision == "bf16"
-    started = None
-    for step in range(steps):
-        if step == warmup:
-            _sync(device)
-            started = time.perf_counter()
+
+    def step(rows: torch.Tensor) -> None:
         for micro in rows.split(config.train.micro_batch):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(input_ids=micro[:, :-1]).logits
@@ -61,48 +58,69 @@ def bare_loop(config: RunConfig, vocab: int, steps: int, warmup: int, threads: i
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    _sync(device)
-    seconds = time.perf_counter() - started
-    del model, optimizer, rows
-    if device.type == "cuda":
-        torch.cuda.empty_cache()  # the raygrow runs that follow need the GPU's memory
-    return (steps - warmup) * config.batch_rows * config.data.seq_len / seconds
+
+    return _timed(config, vocab, steps, warmup, step)  # its model is freed on return
+
+
+def in_thread(loop, *args) -> float:
+    """`loop(*args)` in a new thread of this process, as Ray Train v2 runs a worker's loop (in
+    its `TrainingThread`, not the process's main thread)."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(value=loop(*args)))
+    thread.start()
+    thread.join()
+    return result["value"]
 
 
 def engine_loop(config: RunConfig, vocab: int, steps: int, warmup: int, threads: int,
                 zero_stage: int) -> float:
     """tokens/s of the DeepSpeed engine a raygrow worker builds (raygrow.train.engine, at
     `zero_stage`), driven in this process as a worker drives it (one backward and engine.step per
-    micro-batch), on the bare loop's batch: the DeepSpeed part of the gap, without Ray."""
-    from raygrow.model import build_model
+    micro-batch), on the bare loop's batch: the DeepSpeed part of the gap, without Ray. CPU
+    only: the one-rank process group here is gloo (single_process_group)."""
+    from raygrow.model import build_model, compile_blocks
     from raygrow.train.engine import build_engine, single_process_group
     from raygrow.train.loop import causal_lm_loss
 
     torch.set_num_threads(threads)
     single_process_group()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     config = dataclasses.replace(config, train=dataclasses.replace(config.train,
                                                                    zero_stage=zero_stage))
-    engine = build_engine(build_model(config.model, vocab, seed=config.train.seed).to(device),
-                          config, 1)
+    model = build_model(config.model, vocab, seed=config.train.seed)
+    if config.train.compile:
+        compile_blocks(model)
+    engine = build_engine(model, config, 1)
+
+    def step(rows: torch.Tensor) -> None:
+        for micro in rows.split(config.train.micro_batch):
+            engine.backward(causal_lm_loss(engine, micro))
+            engine.step()
+
+    tokens_per_s = _timed(config, vocab, steps, warmup, step)
+    engine.destroy()
+    return tokens_per_s
+
+
+def _timed(config: RunConfig, vocab: int, steps: int, warmup: int, step) -> float:
+    """tokens/s of `step(rows)` over `steps` steps on one fixed random batch, the first `warmup`
+    left out."""
+    device = _device()
     generator = torch.Generator().manual_seed(0)
     rows = torch.randint(0, vocab, (config.batch_rows, config.data.seq_len + 1),
                          generator=generator).to(device)
     started = None
-    for step in range(steps):
-        if step == warmup:
+    for index in range(steps):
+        if index == warmup:
             _sync(device)
             started = time.perf_counter()
-        for micro in rows.split(config.train.micro_batch):
-            engine.backward(causal_lm_loss(engine, micro))
-            engine.step()
+        step(rows)
     _sync(device)
     seconds = time.perf_counter() - started
-    engine.destroy()
-    del engine, rows
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return (steps - warmup) * config.batch_rows * config.data.seq_len / seconds
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _sync(device: torch.device) -> None:
@@ -151,12 +169,17 @@ def main() -> None:
     parser.add_argument("--workers", default=None,
                         help="comma-separated worker counts for raygrow train (default: 1,2 on "
                              "CPU, one per GPU on a GPU machine)")
+    parser.add_argument("--ingest", choices=("ray_data", "direct"), default=None,
+                        help="data.ingest of raygrow's workers (default: the plan's)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the blocks in both loops")
     args = parser.parse_args()
     config = single_stage(args.plan)
     if args.compile:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, compile=True))
+    if args.ingest:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                      ingest=args.ingest))
     from raygrow.data import load_tokenizer
     from raygrow.model import flops_per_token, param_counts
     from raygrow.train.metrics import device_peak
@@ -169,9 +192,14 @@ def main() -> None:
     device, peak = device_peak()
     # name -> (tokens/s, devices it ran on); a CPU's measured peak already spans all its threads
     figures = {"bare PyTorch loop": (bare_loop(config, vocab, args.steps, args.warmup, threads), 1)}
-    for stage in sorted({0, config.train.zero_stage}):
-        figures[f"DeepSpeed engine, ZeRO-{stage}"] = (
-            engine_loop(config, vocab, args.steps, args.warmup, threads, stage), 1)
+    if gpus:
+        torch.cuda.empty_cache()  # the raygrow runs that follow need the GPU's memory
+    if not gpus:  # where the CPU gap sits: a second thread, then DeepSpeed without Ray
+        figures["bare loop, second thread"] = (
+            in_thread(bare_loop, config, vocab, args.steps, args.warmup, threads), 1)
+        for stage in sorted({0, config.train.zero_stage}):
+            figures[f"DeepSpeed engine, ZeRO-{stage}"] = (
+                engine_loop(config, vocab, args.steps, args.warmup, threads, stage), 1)
     waits = {}
     with tempfile.TemporaryDirectory(prefix="raygrow-bench-") as storage:
         for workers in worker_counts:

@@ -224,7 +224,9 @@ class Coordinator:
         if self.stopping:  # asked to stop while the stage was starting
             self.sink.request_stop.remote()
         try:
-            records = fit_stage(run, on_record=self._on_record, sink=self.sink)
+            # an export that ended while this stage trains: its evaluation starts
+            records = fit_stage(run, on_record=self._on_record, sink=self.sink,
+                                on_poll=self._reap_exports)
         finally:
             self.sink = None
         stopped = [r for r in events(records, "nonfinite")
@@ -253,7 +255,6 @@ class Coordinator:
             self.sink.request_stop.remote()
 
     def _on_record(self, record) -> None:
-        self._reap_exports()  # the last stage's export ended: its evaluation can start
         if isinstance(record, StepRecord):
             self.current["step"] = record.step
             if record.loss is not None:

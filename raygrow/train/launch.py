@@ -31,9 +31,11 @@ from raygrow.train.stage_run import StageRun
 PLACEMENT_RETRIES = 2  # worker-group placements retried before a stage stops (see fit_stage)
 
 
-def fit_stage(run: StageRun, on_record=lambda record: None, sink=None) -> list[Record]:
+def fit_stage(run: StageRun, on_record=lambda record: None, sink=None,
+              on_poll=lambda: None) -> list[Record]:
     """Train one stage to its end (or to `train.stop_after`, or a stop request through `sink`, a
-    MetricsSink the caller made); returns its metric records."""
+    MetricsSink the caller made); returns its metric records. While it trains, `on_record` sees
+    each record and `on_poll` is called once per poll of the records (every 0.5 s)."""
     from raygrow.train.loop import train_fn  # imports DeepSpeed: only once a run really starts
 
     config = run.config
@@ -68,7 +70,7 @@ def fit_stage(run: StageRun, on_record=lambda record: None, sink=None) -> list[R
     os.environ[START_TIMEOUT_ENV] = str(config.train.resource_timeout_s / (1 + PLACEMENT_RETRIES))
     metrics = MetricsLog(run_dir)
     try:
-        _fit_streaming_metrics(trainer, sink, metrics, on_record)
+        _fit_streaming_metrics(trainer, sink, metrics, on_record, on_poll)
     except _PlacementTimeout:
         low = workers.min if isinstance(workers, WorkerRange) else workers
         why = shortfall(resources, low, node_resources()) or "the cluster did not start them"
@@ -79,7 +81,8 @@ def fit_stage(run: StageRun, on_record=lambda record: None, sink=None) -> list[R
     return metrics.records()
 
 
-def _fit_streaming_metrics(trainer: TorchTrainer, sink, metrics: MetricsLog, on_record) -> None:
+def _fit_streaming_metrics(trainer: TorchTrainer, sink, metrics: MetricsLog, on_record,
+                           on_poll) -> None:
     """Run `fit()` in a thread; meanwhile move rank 0's records into metrics.jsonl."""
     outcome: dict = {}
 
@@ -98,6 +101,7 @@ def _fit_streaming_metrics(trainer: TorchTrainer, sink, metrics: MetricsLog, on_
             metrics.write(records)
             for record in records:
                 on_record(record)
+        on_poll()
         if not thread.is_alive():
             break
     metrics.flush()
