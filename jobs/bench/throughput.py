@@ -34,6 +34,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from raygrow.config import RunConfig, load_config  # noqa: E402
+from raygrow.config.run import INGESTS  # noqa: E402
 
 
 def bare_loop(config: RunConfig, vocab: int, steps: int, warmup: int, threads: int) -> float:
@@ -169,7 +170,7 @@ def main() -> None:
     parser.add_argument("--workers", default=None,
                         help="comma-separated worker counts for raygrow train (default: 1,2 on "
                              "CPU, one per GPU on a GPU machine)")
-    parser.add_argument("--ingest", choices=("ray_data", "direct"), default=None,
+    parser.add_argument("--ingest", choices=INGESTS, default=None,
                         help="data.ingest of raygrow's workers (default: the plan's)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the blocks in both loops")
@@ -194,7 +195,7 @@ def main() -> None:
     figures = {"bare PyTorch loop": (bare_loop(config, vocab, args.steps, args.warmup, threads), 1)}
     if gpus:
         torch.cuda.empty_cache()  # the raygrow runs that follow need the GPU's memory
-    if not gpus:  # where the CPU gap sits: a second thread, then DeepSpeed without Ray
+    else:  # where the CPU gap sits: a second thread, then DeepSpeed without Ray
         figures["bare loop, second thread"] = (
             in_thread(bare_loop, config, vocab, args.steps, args.warmup, threads), 1)
         for stage in sorted({0, config.train.zero_stage}):
