@@ -63,3 +63,12 @@ def test_nothing_is_unpickled(tmp_path):
     torch.save({"x": 1}, tmp_path / "c" / "model.safetensors")  # a pickle, not safetensors
     with pytest.raises(CheckpointError):
         checkpoint.load(tmp_path / "c")
+
+
+def test_publish_puts_a_complete_checkpoint_in_place_and_keeps_the_newest(tmp_path):
+    for step in (2, 4, 6):
+        checkpoint.publish(tmp_path, step, *make_state(step), keep=2)
+    assert [path.name for path in checkpoint.candidates(tmp_path)] == [
+        checkpoint.dir_name(6), checkpoint.dir_name(4)]
+    loaded, meta = checkpoint.load(tmp_path / checkpoint.dir_name(6))
+    assert meta["step"] == 6 and loaded.step == 6

@@ -161,6 +161,39 @@ def test_worker_killed_mid_stage_resumes_elastically_exactly_once(grown, tiny_co
                                   + rows_of(Path(reference.run_dir), 1))
 
 
+def test_a_grown_stage_of_the_same_worker_layout_trains_in_the_same_worker_group(
+        ray_local, tiny_config, monkeypatch):
+    """Stage 1 keeps stage 0's one worker: it is handed to the waiting worker process (no new
+    process or imports), publishes its own checkpoints (pruned to `keep`), and a rank killed in
+    it restarts the group in stage 1, from stage 1's checkpoint, rows exactly once."""
+    monkeypatch.setenv("RAYGROW_FAULT", "kill_rank:0:5")  # stage 1 only: stage 0 has 4 steps
+    stages = [{"shape": SMALL, "tokens": 4 * 512, "workers": 1, "zero_stage": 2},
+              {"growth": {"depth_op": "stack"}, "shape": LARGE, "tokens": 6 * 512, "workers": 1,
+               "zero_stage": 3}]
+    config = tiny_config("same-group", model=None, stages=stages,
+                         train={"log_rows": True, "max_failures": 1},
+                         checkpoint={"every_steps": 2, "keep": 2})
+    summary = driver.train(config, show_progress=False)
+    run_dir = Path(config.run_dir)
+    assert summary["complete"] and [s["workers"] for s in summary["stages"]] == [1, 1]
+    assert (run_dir / "stage-1" / ".fault-fired").exists()
+    records = stage_records(run_dir, 1)
+    startups = [r["detail"]["times"] for r in records if r.get("event") == "startup"]
+    # handed over: its stamps begin when the waiting process took it; then the restarted group
+    handed, restarted = startups
+    assert handed["process"] == handed["imported"] == handed["train_fn"]
+    assert restarted["process"] < restarted["train_fn"]
+    assert any(r.get("event") == "resume" and r["step"] == 4 for r in records)
+    published = checkpoint.candidates(run_dir / "stage-1")
+    assert [path.name for path in published] == [checkpoint.dir_name(6), checkpoint.dir_name(4)]
+    checkpoint.verify(published[0])
+    assert [r["step"] for r in records if "event" not in r][-1] == 6
+    rows = rows_of(run_dir, 0) + rows_of(run_dir, 1)
+    assert len(rows) == len(set(rows)) == 10 * config.batch_rows
+    (transition,) = summary["transitions"]
+    assert transition["breakdown"]["process_and_imports"] == 0
+
+
 @pytest.mark.slow
 def test_killed_coordinator_resumes_in_stage_two(grown, tiny_config):
     reference, _ = grown

@@ -27,8 +27,7 @@ from raygrow.data import Manifest
 from raygrow.errors import CheckpointError, RaygrowError, first_line
 from raygrow.export import export_checkpoint
 from raygrow.train import checkpoint
-from raygrow.train.launch import fit_stage
-from raygrow.train.metrics import local_sink
+from raygrow.train.launch import WorkerGroup, layout
 from raygrow.train.records import StepRecord, events, steps
 from raygrow.train.resources import check_schedulable
 from raygrow.train.stage_run import StageRun
@@ -75,6 +74,7 @@ class Coordinator:
         self.current = {"spec": self.state.current, "phase": self.state.phase, "step": 0}
         self.stopping = False
         self.sink = None  # the MetricsSink of the stage in training
+        self.group: WorkerGroup | None = None  # the workers of the last stage trained, waiting
         self.failure: str | None = None
         self.messages: list[str] = []  # progress lines the driver has not shown yet
         # `eval:` of the plan, beside training
@@ -98,8 +98,10 @@ class Coordinator:
         try:
             complete = self._run_specs()
         except BaseException:
+            self._close_group()
             self._finish_exports(failing=True)
             raise
+        self._close_group()
         self._finish_exports()
         if self.evaluations.running or self.evaluations.waiting:
             self._say("waiting for the evaluations of the stages' exports")
@@ -151,9 +153,11 @@ class Coordinator:
         if self.state.phase == "rescaling" and spec.end_step == 0:
             self._advance("exporting")  # trains nothing (a pretrained model grown at once)
         if self.state.phase == "rescaling":
-            self.state.specs[spec.name].resource_wait_s = check_schedulable(
-                spec.config, spec.workers, self.autoscaling, spec.config.train.resource_timeout_s,
-                stage=spec.name)
+            if not self._chains(spec):  # else its workers are there, waiting
+                self._close_group()
+                self.state.specs[spec.name].resource_wait_s = check_schedulable(
+                    spec.config, spec.workers, self.autoscaling,
+                    spec.config.train.resource_timeout_s, stage=spec.name)
             self._advance("training")
         if spec.init.kind == "grow" and spec.init.writes_init:
             growth = self.state.specs[spec.name].growth
@@ -218,17 +222,26 @@ class Coordinator:
                        masks=growth.masks if growth else None,
                        ramp_steps=growth.ramp_steps if growth else 0, trainable=spec.trainable)
         self.current.pop("loss", None)
+        chained = self._chains(spec)
         self._say(f"{spec.name}: training steps {spec.start_step}–{spec.end_step} on "
-                  f"{spec.workers} worker(s), ZeRO-{spec.config.train.zero_stage}")
-        self.sink = local_sink()
+                  f"{spec.workers} worker(s), ZeRO-{spec.config.train.zero_stage}"
+                  + (" (the same worker group)" if chained else ""))
+        if not chained:
+            self._close_group()
+            self.group = WorkerGroup(run)
+        self.sink = self.group.sink
         if self.stopping:  # asked to stop while the stage was starting
             self.sink.request_stop.remote()
         try:
             # an export that ended while this stage trains: its evaluation starts
-            records = fit_stage(run, on_record=self._on_record, sink=self.sink,
-                                on_poll=self._reap_exports)
+            records = self.group.train(run, on_record=self._on_record, on_poll=self._reap_exports)
+        except BaseException:
+            self._close_group()
+            raise
         finally:
             self.sink = None
+        if not self.group.waiting:  # the stage stopped before its end: so did its workers
+            self._close_group()
         stopped = [r for r in events(records, "nonfinite")
                    if (r.detail or {}).get("action") == "stopped"]
         if stopped and stopped[-1].step >= max((r.step for r in steps(records)), default=0):
@@ -246,6 +259,18 @@ class Coordinator:
                       "continues")
             return False  # the invocation ends here, even on the stage's last step
         return last >= spec.end_step
+
+    def _chains(self, spec: StageSpec) -> bool:
+        """Whether `spec` trains in the waiting workers of the stage before it (the same worker
+        layout): no new worker group between them."""
+        return (self.group is not None and self.group.waiting
+                and self.group.layout is not None
+                and self.group.layout == layout(spec.config, spec.workers))
+
+    def _close_group(self) -> None:
+        group, self.group = self.group, None
+        if group is not None:
+            group.close()
 
     def request_stop(self) -> None:
         """Stop at the next step boundary with a checkpoint (the driver got SIGTERM or Ctrl-C);

@@ -10,7 +10,7 @@ tampered with, and is never loaded. Nothing is unpickled: safetensors and JSON o
 state is full and keyed by name, a run resumes at any worker count and ZeRO stage, and growth
 reads the same files.
 
-`save` writes a local directory (Ray Train uploads it, or `storage.staged_dir` publishes it);
+`save` writes a local directory (Ray Train uploads it, or `publish` puts it in place);
 everything that reads takes a local path or an s3:// URI. Local checkpoints come back as `Path`,
 object-store ones as URI strings.
 """
@@ -71,6 +71,17 @@ def save(directory: str | Path, state: TrainState, meta: dict[str, Any]) -> None
     tmp = directory / (MARKER + ".tmp")
     tmp.write_text(json.dumps({"files": files}, indent=1))
     os.replace(tmp, directory / MARKER)
+
+
+def publish(run_dir: str | Path, step: int, state: TrainState, meta: dict[str, Any],
+            keep: int) -> None:
+    """`save` step's checkpoint into `run_dir` itself (atomically, the marker last), then drop
+    all but the newest `keep`: what Ray Train does with a reported checkpoint, for a stage whose
+    worker group Ray Train runs under another stage's directory."""
+    with storage.staged_dir(storage.join(run_dir, dir_name(step)), last=MARKER) as staging:
+        save(staging, state, meta)
+    for old in candidates(run_dir)[keep:]:
+        storage.remove_tree(old)
 
 
 def verify(directory: str | Path) -> None:

@@ -73,9 +73,14 @@ class Worker:
     validation) and `first_step`; rank 0 sends them as a `startup` event after its first step.
     """
 
-    def __init__(self, run: StageRun, entered: float | None = None):
-        self.startup = {"process": psutil.Process().create_time(), "imported": IMPORTED_AT,
-                        "train_fn": entered or time.time()}
+    def __init__(self, run: StageRun, entered: float | None = None, handed: bool = False):
+        entered = entered or time.time()
+        # handed: a stage given to this process after another (launch.WorkerGroup): no process
+        # started for it, nothing imported
+        self.startup = ({"process": entered, "imported": entered, "train_fn": entered}
+                        if handed else
+                        {"process": psutil.Process().create_time(), "imported": IMPORTED_AT,
+                         "train_fn": entered})
         self.run = run
         self.config: RunConfig = run.config
         context = ray.train.get_context()
@@ -332,6 +337,11 @@ class Worker:
                 "zero_stage": self.config.train.zero_stage,
                 "shape": dataclasses.asdict(self.config.model),
                 "vocab": self.vocab, "record": to_json(record), "fingerprint": self.run.fingerprint}
+        if self.run.chained:  # Ray Train's run directory is another stage's: published here
+            if self.rank == 0:
+                checkpoint.publish(self.run.run_dir, self.progress.step, state, meta,
+                                   keep=self.config.checkpoint.keep)
+            return
         with tempfile.TemporaryDirectory(prefix="raygrow-ckpt-") as tmp:
             saved = None
             if self.rank == 0:
@@ -407,16 +417,40 @@ class Window:
 
 
 def train_fn(loop_config: dict) -> None:
-    """Ray Train's `train_loop_per_worker`."""
+    """Ray Train's `train_loop_per_worker`: the group's stage, then each stage the coordinator
+    hands over after it (launch.WorkerGroup) while this process and its imports stay."""
     entered = time.time()
-    worker = Worker(loop_config["run"], entered)
-    try:
-        _train(worker)
-    finally:
-        worker.train_rows.close()  # stops this rank's Ray Data pipeline
+    run: StageRun | None = loop_config["run"]
+    if run.sink is not None:  # a group restarted after a failure: the stage it trains now
+        run = ray.get(run.sink.current.remote()) or run
+    handed = False
+    while run is not None:
+        worker = Worker(run, entered, handed)
+        try:
+            complete = _train(worker)
+        finally:
+            worker.train_rows.close()  # stops this rank's Ray Data pipeline
+        if not complete or run.sink is None:
+            return
+        if worker.rank == 0:  # after its last record: seen by the coordinator after them all
+            run.sink.ended.remote(run.run_dir)
+        del worker
+        gc.collect()
+        run = _next_run(run)
+        entered, handed = time.time(), True
 
 
-def _train(worker: Worker) -> None:
+def _next_run(ended: StageRun) -> StageRun | None:
+    """The stage handed over after `ended`, or None (the group ends); asked by every rank."""
+    while True:
+        answered, run = ray.get(ended.sink.next_run.remote(ended.run_dir))
+        if answered:
+            return run
+        time.sleep(0.2)
+
+
+def _train(worker: Worker) -> bool:
+    """Train the worker's stage; True when it reached its last step (not a stop before it)."""
     config = worker.config
     stop_at = worker.stop_at
     window, guard = Window(), Guard(config.train)
@@ -435,7 +469,8 @@ def _train(worker: Worker) -> None:
         stopping, nonfinite = worker.agree(result["finite"])
         if nonfinite:
             if not guard.handle(worker, result):
-                return  # on_nonfinite: stop (or too many rollbacks): the coordinator reports it
+                return False  # on_nonfinite: stop (or too many rollbacks): the coordinator
+                #               reports it
             continue
         if config.train.log_rows:
             worker.log_rows(result["row_ids"])
@@ -462,7 +497,8 @@ def _train(worker: Worker) -> None:
         _kill_rank_fault(worker)
         if stopping:
             worker.emit(EventRecord(event="stop", step=step, detail={"reason": "stop requested"}))
-            return
+            return False
+    return worker.progress.step >= config.total_steps
 
 
 class Guard:

@@ -127,11 +127,19 @@ def local_sink():
 class MetricsSink:
     """Collects metric records from rank 0 so the coordinator can show progress while `fit()`
     runs, and carries a stop request the other way (SIGTERM or Ctrl-C on the driver: the workers
-    checkpoint at the next step boundary and end the stage)."""
+    checkpoint at the next step boundary and end the stage).
+
+    It also hands the next stage to a worker group that stays (see launch.WorkerGroup): rank 0
+    says which stage it `ended`, every rank asks for the `next_run`, the coordinator `hand_over`s
+    a StageRun (or None: the group ends). `current` is the stage the group trains now, which a
+    worker group restarted after a failure takes up again."""
 
     def __init__(self) -> None:
         self.records: list[Record] = []
         self.stopping = False
+        self.ended_dir: str | None = None  # the stage (its directory) the workers ended
+        self.handed: dict[str, object] = {}  # by ended stage: the run that follows it, or None
+        self.current_run = None  # the last run handed over
 
     def request_stop(self) -> None:
         self.stopping = True
@@ -142,6 +150,23 @@ class MetricsSink:
     def push(self, record: Record) -> None:
         self.records.append(record)
 
-    def drain(self) -> list[Record]:
+    def poll(self) -> tuple[list[Record], str | None]:
+        """(the records since the last poll, the stage the workers ended and wait after): rank 0
+        pushes its records before it says `ended`, so none of the ended stage comes later."""
         records, self.records = self.records, []
-        return records
+        return records, self.ended_dir
+
+    def ended(self, run_dir: str) -> None:
+        self.ended_dir = run_dir
+
+    def hand_over(self, ended_dir: str, run) -> None:
+        self.handed[ended_dir] = run
+        if run is not None:
+            self.current_run, self.ended_dir = run, None
+
+    def next_run(self, ended_dir: str) -> tuple[bool, object]:
+        """(whether the coordinator answered, the run after `ended_dir` or None)."""
+        return ended_dir in self.handed, self.handed.get(ended_dir)
+
+    def current(self):
+        return self.current_run

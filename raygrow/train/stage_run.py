@@ -28,4 +28,7 @@ class StageRun:
     threads: int = 1  # torch threads per worker (set at launch from the worker's CPUs)
     read_cpus: float = 0.0  # CPUs of each Ray Data read task (set at launch, see resources)
     sink: object = field(default=None, repr=False)  # MetricsSink actor: records to the coordinator
+    chained: bool = False  # trained by the worker group of an earlier stage (launch.WorkerGroup):
+    #                        its checkpoints are published by rank 0, not reported to Ray Train
+    #                        (whose run directory is the group's first stage's)
     fault: str | None = None  # test hook (see raygrow.train.checkpoint.fault_point)
