@@ -4,8 +4,10 @@
 
 Transition: summary.json's `transitions[].seconds`, the time from the last step record of stage k
 to the first step record of stage k+1. It covers stage k's final checkpoint, the end of its
-worker group, the growth itself (load, grow, save), the new worker group, the engine build and
-state load, the validation logged right after growth and the first step. Stage k's HF export runs
+worker group, the growth itself (load, grow, save), the new worker group (or, when stage k+1
+keeps stage k's worker layout, the hand-over to stage k's waiting workers: see
+raygrow.train.launch.WorkerGroup), the engine build and state load, the validation logged right
+after growth and the first step. Stage k's HF export runs
 beside the growth and the new worker group's start (a Ray task the coordinator does not wait
 for): its seconds are printed as `export (beside)`, not a part of the sum.
 Records are time-stamped when the coordinator writes them (every 0.5 s), so each figure is good

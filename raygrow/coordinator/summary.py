@@ -53,10 +53,12 @@ def stage_summary(config: RunConfig, index: int, records: list[Record], start: S
 BREAKDOWN = (
     ("stepped", None),  # stage k's last step done (validation and record included)
     ("saved", "final_checkpoint"),  # its final checkpoint saved and reported
-    ("train_end", "worker_group_end"),  # Ray Train's fit() returned: the workers are gone
+    ("train_end", "worker_group_end"),  # fit() returned (the workers are gone), or the
+    #                                     coordinator saw the stage end (its workers wait)
     ("prepare_start", "coordinator"),  # stage k's export started (a Ray task, not waited for)
     ("prepare_end", "growth"),  # the growth, a Ray task: read, grow, write the init checkpoint
     ("train_start", "rescaling"),  # the cluster checked for stage k+1's workers
+    ("handed", "hand_over"),  # stage k's waiting workers took stage k+1 (the same worker group)
     ("process", "ray_train_start"),  # Ray Train's controller, placement group, worker actors
     ("imported", "process_and_imports"),  # the worker process: torch, DeepSpeed, transformers
     ("train_fn", "worker_setup"),  # Ray Train's worker context and torch.distributed (gloo/NCCL)

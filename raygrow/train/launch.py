@@ -116,7 +116,9 @@ class WorkerGroup:
             if not self.waiting:
                 raise RuntimeError("the worker group has ended; start a new one")
             launched = self._launched(run, chained=True)
-            ray.get(self.sink.hand_over.remote(self.ended, launched))
+            # boxed in a list: the sink keeps the reference without unpickling the run (which
+            # would import raygrow's config and more into its light process: seconds, once)
+            ray.get(self.sink.hand_over.remote(self.ended, [ray.put(launched)]))
             self.ended = None
         metrics = MetricsLog(launched.run_dir)
         while True:

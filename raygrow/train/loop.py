@@ -73,12 +73,13 @@ class Worker:
     validation) and `first_step`; rank 0 sends them as a `startup` event after its first step.
     """
 
-    def __init__(self, run: StageRun, entered: float | None = None, handed: bool = False):
+    def __init__(self, run: StageRun, entered: float | None = None,
+                 released: float | None = None):
         entered = entered or time.time()
-        # handed: a stage given to this process after another (launch.WorkerGroup): no process
-        # started for it, nothing imported
-        self.startup = ({"process": entered, "imported": entered, "train_fn": entered}
-                        if handed else
+        # released: this process ended the stage before and waited from then on; the coordinator
+        # handed it this one (launch.WorkerGroup): no process started for it, nothing imported
+        self.startup = ({"released": released, "handed": entered, "train_fn": entered}
+                        if released is not None else
                         {"process": psutil.Process().create_time(), "imported": IMPORTED_AT,
                          "train_fn": entered})
         self.run = run
@@ -422,10 +423,10 @@ def train_fn(loop_config: dict) -> None:
     entered = time.time()
     run: StageRun | None = loop_config["run"]
     if run.sink is not None:  # a group restarted after a failure: the stage it trains now
-        run = ray.get(run.sink.current.remote()) or run
-    handed = False
+        run = _unboxed(ray.get(run.sink.current.remote())) or run
+    released = None
     while run is not None:
-        worker = Worker(run, entered, handed)
+        worker = Worker(run, entered, released)
         try:
             complete = _train(worker)
         finally:
@@ -436,17 +437,23 @@ def train_fn(loop_config: dict) -> None:
             run.sink.ended.remote(run.run_dir)
         del worker
         gc.collect()
+        released = time.time()
         run = _next_run(run)
-        entered, handed = time.time(), True
+        entered = time.time()
+
+
+def _unboxed(boxed: list | None) -> StageRun | None:
+    """A run the coordinator handed over: [its object ref] (see launch.WorkerGroup.train)."""
+    return ray.get(boxed[0]) if boxed else None
 
 
 def _next_run(ended: StageRun) -> StageRun | None:
     """The stage handed over after `ended`, or None (the group ends); asked by every rank."""
     while True:
-        answered, run = ray.get(ended.sink.next_run.remote(ended.run_dir))
+        answered, boxed = ray.get(ended.sink.next_run.remote(ended.run_dir))
         if answered:
-            return run
-        time.sleep(0.2)
+            return _unboxed(boxed)
+        time.sleep(0.05)
 
 
 def _train(worker: Worker) -> bool:

@@ -131,8 +131,9 @@ class MetricsSink:
 
     It also hands the next stage to a worker group that stays (see launch.WorkerGroup): rank 0
     says which stage it `ended`, every rank asks for the `next_run`, the coordinator `hand_over`s
-    a StageRun (or None: the group ends). `current` is the stage the group trains now, which a
-    worker group restarted after a failure takes up again."""
+    a StageRun (as [its object ref], which this actor never unpickles; or None: the group ends).
+    `current` is the stage the group trains now, which a group restarted after a failure takes
+    up again."""
 
     def __init__(self) -> None:
         self.records: list[Record] = []
