@@ -201,6 +201,7 @@ def test_killed_coordinator_resumes_in_stage_two(grown, tiny_config):
     config = plan(tiny_config, "killed-coordinator")
     run_dir = Path(config.run_dir)
     outcome = {}
+    groups_before = set(ray.util.placement_group_table())
     thread = threading.Thread(target=lambda: outcome.update(error=_capture(driver.train, config)))
     thread.start()
     deadline = time.monotonic() + 600
@@ -211,6 +212,7 @@ def test_killed_coordinator_resumes_in_stage_two(grown, tiny_config):
     assert isinstance(outcome["error"], RaygrowError)
     state = json.loads((run_dir / "coordinator.json").read_text())
     assert (state["current"], state["phase"]) == ("stage-1", "training")
+    _remove_orphaned_placement_groups(groups_before)
     stage0_before = (run_dir / "stage-0" / "metrics.jsonl").read_text()
 
     summary = driver.train(config, show_progress=False)
@@ -279,6 +281,19 @@ def test_a_stage_the_cluster_cannot_hold_is_refused_before_training(ray_local, t
                                           "each, on one node each, but the nodes hold 4"):
         driver.train(config, show_progress=False)
     assert not (Path(config.run_dir) / "stage-0").exists()
+
+
+def _remove_orphaned_placement_groups(before: set[str]) -> None:
+    """Remove the placement groups this test's killed run left. Ray Train's detached
+    PlacementGroupCleaner removes a dead controller's group, but it asks the State API, which
+    this dashboard-free test cluster does not serve; a leaked group would hold its CPUs from the
+    tests after this one (their Ray Data read tasks then wait for CPUs that never come)."""
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup
+
+    for group_id, group in ray.util.placement_group_table().items():
+        if group_id not in before and group["state"] != "REMOVED":
+            ray.util.remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(group_id)))
 
 
 def _capture(function, *args):

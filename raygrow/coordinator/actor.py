@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from dataclasses import dataclass
 
@@ -56,8 +55,7 @@ class Coordinator:
 
     def __init__(self, specs: list[StageSpec], run_dir: str, inputs: dict, s3: S3Config,
                  autoscaling: bool, fault: str | None = None):
-        if fault:  # test hook (see raygrow.train.checkpoint.fault_point): reaches this process
-            os.environ["RAYGROW_FAULT"] = fault
+        checkpoint.set_fault(fault)  # test hook (see raygrow.train.checkpoint.fault_point)
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
         storage.configure_s3(s3.endpoint_url, s3.region)
@@ -388,8 +386,7 @@ def _stamped_export(*args) -> float:
 @ray.remote
 def _task(function, fault: str | None, s3: S3Config, *args, **kwargs):
     """Run `function` in a Ray task with this run's S3 settings (and the test fault hook)."""
-    if fault:
-        os.environ["RAYGROW_FAULT"] = fault
+    checkpoint.set_fault(fault)
     storage.configure_s3(s3.endpoint_url, s3.region)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return function(*args, **kwargs)

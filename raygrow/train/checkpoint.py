@@ -42,6 +42,15 @@ def dir_name(step: int) -> str:
     return f"checkpoint_{step:08d}"
 
 
+def set_fault(fault: str | None) -> None:
+    """Make `fault` this process's test hook, or clear it: Ray reuses task processes across
+    runs, and a hook left from an earlier run must not fire in the next one."""
+    if fault:
+        os.environ["RAYGROW_FAULT"] = fault
+    else:
+        os.environ.pop("RAYGROW_FAULT", None)
+
+
 def fault_point(point: str) -> None:
     """Test hook: RAYGROW_FAULT=<point> kills this process at that point, like a crash would."""
     if os.environ.get("RAYGROW_FAULT") == point:

@@ -88,8 +88,7 @@ class Worker:
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
         torch.set_num_threads(run.threads)
-        if run.fault:  # test hook, see checkpoint.fault_point
-            os.environ["RAYGROW_FAULT"] = run.fault
+        checkpoint.set_fault(run.fault)  # test hook, see checkpoint.fault_point
         if self.config.train.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
