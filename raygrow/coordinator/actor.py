@@ -78,6 +78,7 @@ class Coordinator:
         # `eval:` of the plan, beside training
         self.evaluations = Evaluations(specs, self.run_dir, s3)
         self.exporting: dict[str, ray.ObjectRef] = {}  # exports in flight, by spec
+        self.deferred: list[StageSpec] = []  # trained specs whose export waits for the next growth
         self.export_error: RaygrowError | None = None  # the first export that failed
 
     def status(self) -> dict:
@@ -97,9 +98,10 @@ class Coordinator:
             complete = self._run_specs()
         except BaseException:
             self._close_group()
-            self._finish_exports(failing=True)
+            self._finish_exports(failing=True)  # a deferred export is left to the rerun
             raise
         self._close_group()
+        self._start_deferred_exports()
         self._finish_exports()
         if self.evaluations.running or self.evaluations.waiting:
             self._say("waiting for the evaluations of the stages' exports")
@@ -148,6 +150,7 @@ class Coordinator:
         if self.state.phase == "preparing":
             self._timed(spec, "prepare", self._prepare)
             self._advance("rescaling")
+        self._start_deferred_exports()
         if self.state.phase == "rescaling" and spec.end_step == 0:
             self._advance("exporting")  # trains nothing (a pretrained model grown at once)
         if self.state.phase == "rescaling":
@@ -168,9 +171,18 @@ class Coordinator:
         entry = self.state.specs[spec.name]
         entry.done, entry.exported = True, not spec.exports
         self.state.save(self.run_dir)
-        if spec.exports:
-            self._start_export(spec)
+        if spec.exports:  # started once the next spec is prepared: see _start_deferred_exports
+            self.deferred.append(spec)
         return True
+
+    def _start_deferred_exports(self) -> None:
+        """Start the exports of the specs trained before this point. Held back while the next
+        spec grows: a cold task process importing torch and transformers for the export, on the
+        same cores, made the growth (on the transition's path) take seconds longer; the export
+        is off that path and runs beside the training that follows."""
+        deferred, self.deferred = self.deferred, []
+        for spec in deferred:
+            self._start_export(spec)
 
     def _timed(self, spec: StageSpec, phase: str, action):
         """`action(spec)`, its start and end stamped into the spec's state (`times`)."""
