@@ -87,11 +87,11 @@ def test_two_stage_plan_grows_and_rescales(grown):
     assert {"final_checkpoint", "worker_group_end", "growth", "ray_train_start",
             "process_and_imports", "worker_setup", "checkpoint_load", "engine",
             "growth_validation", "first_step"} <= parts.keys()
-    # stage 0's export ran beside the growth and stage 1's start, not before them
+    # stage 0's export ran beside stage 1's training: not before the growth, not during it
     specs = json.loads((run_dir / "coordinator.json").read_text())["specs"]
     first, second = specs["stage-0"]["times"], specs["stage-1"]["times"]
     assert transition["export_s"] == pytest.approx(first["export_end"] - first["export_start"])
-    assert first["export_start"] <= second["prepare_start"] < first["export_end"]
+    assert second["prepare_end"] <= first["export_start"] < second["train_end"]
     assert all(specs[f"stage-{stage}"]["exported"] for stage in (0, 1))
     assert all(seconds >= 0 for seconds in parts.values())
     assert sum(parts.values()) == pytest.approx(transition["seconds"], abs=2.0)
