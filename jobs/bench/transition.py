@@ -7,9 +7,9 @@ to the first step record of stage k+1. It covers stage k's final checkpoint, the
 worker group, the growth itself (load, grow, save), the new worker group (or, when stage k+1
 keeps stage k's worker layout, the hand-over to stage k's waiting workers: see
 raygrow.train.launch.WorkerGroup), the engine build and state load, the validation logged right
-after growth and the first step. Stage k's HF export runs
-beside the growth and the new worker group's start (a Ray task the coordinator does not wait
-for): its seconds are printed as `export (beside)`, not a part of the sum.
+after growth and the first step. Stage k's HF export starts once stage k+1 is grown and runs
+beside its training (a Ray task the coordinator does not wait for): its seconds are printed as
+`export (beside)`, not a part of the sum.
 Records are time-stamped when the coordinator writes them (every 0.5 s), so each figure is good
 to about ±0.5 s. Its breakdown (summary.json's `transitions[].breakdown`) comes from stamps the
 workers and the coordinator take themselves: stage k's last step and final checkpoint (rank 0),
